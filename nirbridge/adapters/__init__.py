@@ -1,0 +1,1 @@
+"""Backends: the one Adapter interface (``base``) and its implementations (reference, jax, torch)."""

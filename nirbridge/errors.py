@@ -1,0 +1,67 @@
+"""The one error hierarchy of nirbridge.
+
+Every error nirbridge raises on bad input derives from :class:`NirBridgeError` and also from the
+builtin that fits (``ValueError``, ``NotImplementedError``, ``ImportError``), so callers can catch
+either. Messages name the node, the field and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NirBridgeError",
+    "GraphError",
+    "ShapeError",
+    "ParameterError",
+    "UnknownNodeError",
+    "UnsupportedError",
+    "FileFormatError",
+    "DynamicsError",
+    "InputError",
+    "MissingDependencyError",
+]
+
+
+class NirBridgeError(Exception):
+    """Base class of every error nirbridge raises on purpose."""
+
+
+class GraphError(NirBridgeError, ValueError):
+    """The graph's structure is invalid: edges, cycles, inputs and outputs, names."""
+
+
+class ShapeError(NirBridgeError, ValueError):
+    """Shapes do not fit together along an edge, or a parameter has the wrong shape."""
+
+
+class ParameterError(NirBridgeError, ValueError):
+    """A node parameter is missing, of the wrong kind, or not finite."""
+
+
+class UnknownNodeError(NirBridgeError, NotImplementedError):
+    """A node type nirbridge has no spec for."""
+
+
+class UnsupportedError(NirBridgeError, NotImplementedError):
+    """A valid construct that nirbridge (or the chosen backend or Dynamics) cannot run exactly."""
+
+
+class FileFormatError(NirBridgeError, ValueError):
+    """A NIR file that cannot be read: not HDF5, truncated, corrupt, or not a NIR graph."""
+
+
+class DynamicsError(NirBridgeError, ValueError):
+    """An invalid Dynamics setting, or one that cannot be honoured for a graph."""
+
+
+class InputError(NirBridgeError, ValueError):
+    """Input data of the wrong shape, dtype or structure for a simulation."""
+
+
+class MissingDependencyError(NirBridgeError, ImportError):
+    """An optional framework is needed but not installed."""
+
+
+def node_error(cls: type[NirBridgeError], node: str, field: str | None, problem: str, fix: str):
+    """Build an error whose message names the node, the field and the fix."""
+    where = f"node {node!r}" + (f", field {field!r}" if field else "")
+    return cls(f"{where}: {problem}. Fix: {fix}")

@@ -1,0 +1,609 @@
+"""The framework-neutral Graph: NIR in and out, validated, with an execution plan.
+
+A :class:`Graph` holds the nodes of a NIR graph (type, NumPy parameters kept bit for bit, metadata)
+and its edges, exactly as NIR nests them, so ``Graph.from_nir(g).to_nir()`` gives ``g`` back. Its
+:attr:`Graph.plan` flattens nested subgraphs into one execution order that every backend runs:
+
+* names of nodes inside a subgraph ``s`` become ``"s.<name>"``;
+* the order is a topological order of the forward edges, never the file's (alphabetical) order;
+* an edge that closes a cycle is *recurrent*: it carries the source's output of the previous time
+  step (zeros at the first step). Recurrent edges are the back edges of a depth-first search from
+  the inputs, taken in name order, so the choice is deterministic;
+* several edges into one node are summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import nir
+import numpy as np
+
+from .errors import GraphError, ParameterError, ShapeError, node_error
+from .nodes import SUBGRAPH, NodeSpec, get_spec, spec_for_nir
+
+__all__ = ["Graph", "Node", "Plan", "Step"]
+
+Shape = tuple[int, ...]
+_OPTIONAL = {"input_shape", "input_type", "output_type"}
+
+
+def _freeze(value: Any) -> Any:
+    """A private, read-only copy of a parameter value (arrays keep their dtype bit for bit)."""
+    if isinstance(value, np.ndarray):
+        a = np.array(value, copy=True)
+        a.flags.writeable = False
+        return a
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """A fresh, writeable copy for handing to ``nir`` (which may change what it is given)."""
+    if isinstance(value, np.ndarray):
+        return np.array(value, copy=True)
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One node of a :class:`Graph`: its NIR type, parameters and metadata.
+
+    ``params`` maps each field of the NIR class to its value, unchanged (arrays read-only).
+    For a nested graph ``type`` is ``"NIRGraph"`` and ``subgraph`` holds it.
+    """
+
+    name: str
+    type: str
+    params: Mapping[str, Any]
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    subgraph: Graph | None = None
+
+    @property
+    def spec(self) -> NodeSpec:
+        return get_spec(self.type, self.name)
+
+    def to_nir(self) -> nir.NIRNode:
+        meta = _thaw(self.metadata)
+        if self.subgraph is not None:
+            g = self.subgraph.to_nir()
+            g.metadata = meta
+            return g
+        kwargs = {k: _thaw(v) for k, v in self.params.items()}
+        return self.spec.nir_class(**kwargs, metadata=meta)
+
+    def equals(self, other: Node) -> bool:
+        """Bit-exact equality: type, every parameter (value and dtype) and metadata."""
+        if self.type != other.type or self.name != other.name:
+            return False
+        if self.subgraph is not None or other.subgraph is not None:
+            return (
+                self.subgraph is not None
+                and other.subgraph is not None
+                and self.subgraph.equals(other.subgraph)
+                and _values_equal(self.metadata, other.metadata)
+            )
+        return _values_equal(self.params, other.params) and _values_equal(self.metadata, other.metadata)
+
+
+def _values_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, Mapping) or isinstance(b, Mapping):
+        if not (isinstance(a, Mapping) and isinstance(b, Mapping)) or set(a) != set(b):
+            return False
+        return all(_values_equal(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+            return False
+        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_values_equal(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node in execution order: its flat name, the node and where its input comes from.
+
+    ``sources`` lists ``(flat source name, recurrent)``; the node's input is their sum, a recurrent
+    source contributing its previous-step output.
+    """
+
+    name: str
+    node: Node
+    sources: tuple[tuple[str, bool], ...]
+    input_shape: Shape
+    output_shape: Shape
+    role: str  # "input" | "output" | "identity" (a nested graph's Input/Output) | "compute"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The flattened execution plan of a graph."""
+
+    steps: tuple[Step, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    recurrent: tuple[tuple[str, str], ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "_index", {s.name: s for s in self.steps})
+
+    def __getitem__(self, name: str) -> Step:
+        try:
+            return self._index[name]  # type: ignore[attr-defined]
+        except KeyError:
+            raise KeyError(f"no node {name!r} in the plan; nodes: {list(self._index)}") from None  # type: ignore[attr-defined]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index  # type: ignore[attr-defined]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.steps)
+
+
+class Graph:
+    """An immutable, validated NIR graph with an execution plan.
+
+    Build it with :meth:`from_nir` or :func:`nirbridge.load`; :meth:`to_nir` gives a
+    ``nir.NIRGraph`` back, parameters bit for bit.
+
+    >>> import nir, numpy as np, nirbridge as nb
+    >>> g = nb.Graph.from_nir(nir.NIRGraph.from_list(
+    ...     nir.Affine(weight=np.ones((2, 3), np.float32), bias=np.zeros(2, np.float32)),
+    ...     nir.LIF(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2),
+    ...             v_threshold=np.ones(2), v_reset=np.zeros(2))))
+    >>> g.inputs, g.outputs
+    (['input'], ['output'])
+    >>> g.plan.names
+    ('input', 'affine', 'lif', 'output')
+    """
+
+    def __init__(
+        self,
+        nodes: Mapping[str, Node],
+        edges: Iterable[tuple[str, str]],
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        _nested: bool = False,
+    ):
+        self._nodes = MappingProxyType(dict(nodes))
+        self._edges = tuple((str(a), str(b)) for a, b in edges)
+        self._metadata = _freeze(dict(metadata or {}))
+        self._check_structure()
+        self._plan = None if _nested else _build_plan(self)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_nir(cls, graph: nir.NIRGraph, *, _nested: bool = False) -> Graph:
+        """Build a Graph from a ``nir.NIRGraph`` (which is not changed)."""
+        if not isinstance(graph, nir.NIRGraph):
+            raise GraphError(
+                f"expected a nir.NIRGraph, got {type(graph).__name__}. Fix: wrap single nodes with "
+                "nir.NIRGraph.from_list(...)"
+            )
+        nodes = {}
+        for name, obj in graph.nodes.items():
+            if not isinstance(name, str) or not name:
+                raise GraphError(f"node name {name!r} is not a non-empty string. Fix: rename it")
+            nodes[name] = _node_from_nir(name, obj)
+        edges = []
+        for e in graph.edges:
+            if len(e) != 2:
+                raise GraphError(f"edge {e!r} does not have two ends. Fix: edges are (source, target)")
+            edges.append((_as_str(e[0]), _as_str(e[1])))
+        meta = graph.metadata if isinstance(graph.metadata, Mapping) else {}
+        return cls(nodes, edges, meta, _nested=_nested)
+
+    def to_nir(self) -> nir.NIRGraph:
+        """A fresh ``nir.NIRGraph`` with this graph's nodes, edges and metadata."""
+        nodes = {name: node.to_nir() for name, node in self._nodes.items()}
+        return nir.NIRGraph(
+            nodes=nodes, edges=[tuple(e) for e in self._edges], metadata=_thaw(self._metadata),
+            type_check=False,
+        )
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        """Top-level nodes by name (a nested graph is one node with ``.subgraph``)."""
+        return self._nodes
+
+    @property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        return self._edges
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self._metadata
+
+    @property
+    def inputs(self) -> list[str]:
+        """Names of the top-level Input nodes, in the graph's node order."""
+        return [n for n, node in self._nodes.items() if node.type == "Input"]
+
+    @property
+    def outputs(self) -> list[str]:
+        """Names of the top-level Output nodes, in the graph's node order."""
+        return [n for n, node in self._nodes.items() if node.type == "Output"]
+
+    @property
+    def plan(self) -> Plan:
+        """The flattened execution plan (see the module docstring)."""
+        if self._plan is None:
+            self._plan = _build_plan(self)
+        return self._plan
+
+    def node(self, name: str) -> Node:
+        """A node by flat name, e.g. ``"sub.lif"`` for node ``lif`` of nested graph ``sub``."""
+        return self.plan[name].node
+
+    def input_shape(self, name: str) -> Shape:
+        return self.plan[name].input_shape
+
+    def output_shape(self, name: str) -> Shape:
+        return self.plan[name].output_shape
+
+    def equals(self, other: Graph) -> bool:
+        """Bit-exact equality of nodes (parameters with dtypes), edges and metadata."""
+        return (
+            isinstance(other, Graph)
+            and list(self._nodes) == list(other._nodes)
+            and all(self._nodes[k].equals(other._nodes[k]) for k in self._nodes)
+            and self._edges == other._edges
+            and _values_equal(self._metadata, other._metadata)
+        )
+
+    def replace_params(self, params: Mapping[str, Mapping[str, Any]]) -> Graph:
+        """A new graph with some parameters replaced: ``{flat node name: {field: value}}``."""
+        return _replace(self, dict(params), prefix="")
+
+    # ------------------------------------------------------------------ display
+    def summary(self) -> str:
+        """A table of nodes in execution order: type, shapes, parameter count, state, sources."""
+        plan = self.plan
+        rows = [("node", "type", "input", "output", "params", "state", "from")]
+        total = 0
+        for s in plan.steps:
+            n = sum(int(np.size(v)) for k, v in s.node.params.items()
+                    if k in s.node.spec.float_params and v is not None)
+            total += n
+            src = ", ".join(f"{a} (recurrent)" if rec else a for a, rec in s.sources)
+            rows.append((s.name, s.node.type, _fmt(s.input_shape), _fmt(s.output_shape),
+                         str(n), ",".join(s.node.spec.state) or "-", src or "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        rec = ", ".join(f"{a} -> {b}" for a, b in plan.recurrent) or "none"
+        lines.append(f"{len(plan.steps)} nodes, {total} parameters; inputs: {', '.join(plan.inputs)}; "
+                     f"outputs: {', '.join(plan.outputs)}; recurrent edges: {rec}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return f"Graph({len(self._nodes)} nodes, inputs={self.inputs}, outputs={self.outputs})"
+
+    # ------------------------------------------------------------------ validation
+    def _check_structure(self) -> None:
+        if not self._nodes:
+            raise GraphError("the graph has no nodes. Fix: add at least an Input, a node and an Output")
+        for name, node in self._nodes.items():
+            if not isinstance(name, str) or not name:
+                raise GraphError(f"node name {name!r} is not a non-empty string. Fix: rename it")
+            if node.subgraph is None:
+                _check_params(name, node)
+        seen = set()
+        for a, b in self._edges:
+            for end, role in ((a, "source"), (b, "target")):
+                if not _resolvable(self._nodes, end):
+                    raise node_error(
+                        GraphError, end, None,
+                        f"edge ({a!r}, {b!r}) names {role} {end!r}, which is not a node of the graph "
+                        f"(nodes: {list(self._nodes)})",
+                        "add the node or remove the edge",
+                    )
+            if (a, b) in seen:
+                raise node_error(GraphError, b, None, f"edge ({a!r}, {b!r}) appears twice",
+                                 "remove the duplicate edge")
+            seen.add((a, b))
+            if a in self._nodes and self._nodes[a].type == "Output":
+                raise node_error(GraphError, a, None, f"edge ({a!r}, {b!r}) leaves an Output node",
+                                 "Output nodes end the graph: connect from the node feeding it")
+            if b in self._nodes and self._nodes[b].type == "Input":
+                raise node_error(GraphError, b, None, f"edge ({a!r}, {b!r}) enters an Input node",
+                                 "Input nodes start the graph: connect to the node it feeds")
+        if not self.inputs:
+            raise GraphError("the graph has no Input node. Fix: add nir.Input(input_type=...) and an edge from it")
+        if not self.outputs:
+            raise GraphError("the graph has no Output node. Fix: add nir.Output(output_type=...) and an edge to it")
+
+
+def _as_str(x: Any) -> str:
+    if isinstance(x, bytes):
+        return x.decode("utf8")
+    if not isinstance(x, str):
+        raise GraphError(f"edge end {x!r} is not a node name (a string). Fix: name nodes by strings")
+    return x
+
+
+def _fmt(shape: Shape | None) -> str:
+    return "?" if shape is None else "x".join(str(d) for d in shape) or "()"
+
+
+def _node_from_nir(name: str, obj: Any) -> Node:
+    if isinstance(obj, nir.NIRGraph):
+        sub = Graph.from_nir(obj, _nested=True)
+        meta = obj.metadata if isinstance(obj.metadata, Mapping) else {}
+        return Node(name, SUBGRAPH, MappingProxyType({}), _freeze(dict(meta)), sub)
+    spec = spec_for_nir(obj, name)
+    params = {}
+    for f in spec.fields:
+        params[f] = _freeze(getattr(obj, f))
+    meta = getattr(obj, "metadata", None)
+    meta = meta if isinstance(meta, Mapping) else {}
+    return Node(name, spec.type, MappingProxyType(params), _freeze(dict(meta)))
+
+
+def _check_params(name: str, node: Node) -> None:
+    spec = node.spec
+    for f in spec.fields:
+        if f not in node.params or (node.params[f] is None and f not in _OPTIONAL):
+            raise node_error(ParameterError, name, f, f"{spec.type} parameter {f!r} is missing",
+                             f"give {f} as a NumPy array")
+    for f in spec.float_params:
+        v = node.params[f]
+        if not isinstance(v, (np.ndarray, np.generic)):
+            raise node_error(ParameterError, name, f, f"is a {type(v).__name__}, not a NumPy array",
+                             f"pass np.asarray(...) for {f}")
+        if v.dtype.kind not in "fiu":
+            raise node_error(ParameterError, name, f, f"has dtype {v.dtype}, not a real number type",
+                             "use a float32 or float64 array")
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+            bad = np.argwhere(~np.isfinite(np.asarray(v)))
+            raise node_error(ParameterError, name, f,
+                             f"holds NaN or inf (first at index {tuple(int(i) for i in bad[0])})",
+                             "replace non-finite values")
+    if spec.type in ("LI", "LIF", "CubaLI", "CubaLIF"):
+        for f in ("tau", "tau_mem", "tau_syn"):
+            if f in node.params and np.any(np.asarray(node.params[f]) <= 0):
+                raise node_error(ParameterError, name, f, "holds a time constant <= 0",
+                                 "time constants are positive, in seconds")
+    if spec.type == "Delay" and np.any(np.asarray(node.params["delay"]) < 0):
+        raise node_error(ParameterError, name, "delay", "holds a negative delay", "delays are >= 0 seconds")
+    spec.expected_input(name, node.params)  # shape consistency of the parameters themselves
+
+
+def _resolvable(nodes: Mapping[str, Node], end: str) -> bool:
+    if end in nodes:
+        return True
+    for s, node in nodes.items():
+        if node.subgraph is not None and end.startswith(s + "."):
+            return _resolvable(node.subgraph.nodes, end[len(s) + 1 :])
+    return False
+
+
+def _replace(g: Graph, params: dict, prefix: str) -> Graph:
+    nodes = {}
+    for name, node in g.nodes.items():
+        flat = prefix + name
+        if node.subgraph is not None:
+            sub = _replace(node.subgraph, params, flat + ".")
+            nodes[name] = Node(name, node.type, node.params, node.metadata, sub)
+        elif flat in params:
+            new = dict(node.params)
+            for k, v in params.pop(flat).items():
+                if k not in new:
+                    raise node_error(ParameterError, flat, k, f"{node.type} has no parameter {k!r}",
+                                     f"use one of {list(new)}")
+                new[k] = _freeze(np.asarray(v) if not isinstance(v, np.ndarray) else v)
+            nodes[name] = Node(name, node.type, MappingProxyType(new), node.metadata)
+        else:
+            nodes[name] = node
+    if not prefix and params:
+        raise GraphError(f"no nodes named {sorted(params)} in the graph. Fix: use flat names from graph.plan.names")
+    return Graph(nodes, g.edges, g.metadata, _nested=bool(prefix))
+
+
+# ---------------------------------------------------------------------- the execution plan
+def _flatten(g: Graph, prefix: str, flat: dict, edges: list, owner: dict, top: bool) -> None:
+    for name, node in g.nodes.items():
+        fname = prefix + name
+        if node.subgraph is not None:
+            _flatten(node.subgraph, fname + ".", flat, edges, owner, top=False)
+            continue
+        if fname in flat:
+            raise node_error(GraphError, fname, None,
+                             f"two nodes have the flat name {fname!r} (a dotted name clashes with a nested node)",
+                             "rename one of them")
+        role = "compute"
+        if node.type in ("Input", "Output"):
+            role = ("input" if node.type == "Input" else "output") if top else "identity"
+        flat[fname] = (node, role)
+    for a, b in g.edges:
+        edges.append((_resolve(g.nodes, prefix, a, "source"), _resolve(g.nodes, prefix, b, "target")))
+
+
+def _resolve(nodes: Mapping[str, Node], prefix: str, end: str, role: str) -> str:
+    if end in nodes:
+        node = nodes[end]
+        if node.subgraph is None:
+            return prefix + end
+        cands = node.subgraph.inputs if role == "target" else node.subgraph.outputs
+        kind = "Input" if role == "target" else "Output"
+        if len(cands) != 1:
+            raise node_error(GraphError, prefix + end, None,
+                             f"an edge uses nested graph {end!r} as {role} but it has {len(cands)} {kind} nodes "
+                             f"{cands}", f"name one in the edge, e.g. '{end}.{cands[0] if cands else kind}'")
+        return _resolve(node.subgraph.nodes, prefix + end + ".", cands[0], role)
+    for s, node in nodes.items():
+        if node.subgraph is not None and end.startswith(s + "."):
+            return _resolve(node.subgraph.nodes, prefix + s + ".", end[len(s) + 1 :], role)
+    raise node_error(GraphError, prefix + end, None, "edge end does not name a node", "fix the edge")
+
+
+def _build_plan(g: Graph) -> Plan:
+    flat: dict[str, tuple[Node, str]] = {}
+    edges: list[tuple[str, str]] = []
+    _flatten(g, "", flat, edges, {}, top=True)
+    succ: dict[str, list[str]] = {n: [] for n in flat}
+    pred: dict[str, list[str]] = {n: [] for n in flat}
+    for a, b in edges:
+        succ[a].append(b)
+        pred[b].append(a)
+    inputs = [n for n, (_, r) in flat.items() if r == "input"]
+    outputs = [n for n, (_, r) in flat.items() if r == "output"]
+
+    # depth-first search from the inputs (name order): back edges are the recurrent ones
+    order_index: dict[str, int] = {}
+    recurrent: set[tuple[str, str]] = set()
+    state = {}  # 1 = on stack, 2 = done
+    for root in sorted(inputs):
+        if root in state:
+            continue
+        stack = [(root, iter(sorted(succ[root])))]
+        state[root] = 1
+        order_index[root] = len(order_index)
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+                continue
+            st = state.get(nxt)
+            if st == 1:
+                recurrent.add((node, nxt))
+            elif st is None:
+                state[nxt] = 1
+                order_index[nxt] = len(order_index)
+                stack.append((nxt, iter(sorted(succ[nxt]))))
+    unreachable = [n for n in flat if n not in state]
+    if unreachable:
+        n = unreachable[0]
+        raise node_error(GraphError, n, None,
+                         f"no path from any Input reaches it ({len(unreachable)} such nodes: {unreachable[:5]})",
+                         "connect it to an Input or remove it")
+    _check_cycles(flat, edges)
+
+    # Kahn's algorithm over forward edges, ties broken by discovery order
+    fwd_in = {n: 0 for n in flat}
+    for a, b in edges:
+        if (a, b) not in recurrent:
+            fwd_in[b] += 1
+    ready = sorted((n for n in flat if fwd_in[n] == 0), key=order_index.__getitem__)
+    topo: list[str] = []
+    while ready:
+        n = ready.pop(0)
+        topo.append(n)
+        for m in succ[n]:
+            if (n, m) in recurrent:
+                continue
+            fwd_in[m] -= 1
+            if fwd_in[m] == 0:
+                ready.append(m)
+                ready.sort(key=order_index.__getitem__)
+
+    # shapes, in execution order
+    out_shape: dict[str, Shape] = {}
+    steps = []
+    for n in topo:
+        node, role = flat[n]
+        spec = node.spec
+        sources = tuple((a, (a, n) in recurrent) for a in pred[n])
+        if role == "input":
+            shp = spec.expected_input(n, node.params)
+            if shp is None:
+                raise node_error(ShapeError, n, "input_type", "the Input node has no shape",
+                                 "give the Input a shape, e.g. nir.Input(input_type=np.array([N]))")
+            steps.append(Step(n, node, (), shp, shp, role))
+            out_shape[n] = shp
+            continue
+        fwd = {a: out_shape[a] for a, rec in sources if not rec}
+        shapes = set(fwd.values())
+        if len(shapes) != 1:
+            raise node_error(ShapeError, n, "input", f"its incoming edges carry different shapes {fwd}",
+                             "edges summed into one node must carry the same shape")
+        in_shape = shapes.pop()
+        expected = spec.expected_input(n, node.params)
+        if expected is not None and tuple(expected) != in_shape:
+            src = ", ".join(f"{a} {_fmt(s)}" for a, s in fwd.items())
+            raise node_error(ShapeError, n, _shape_field(spec),
+                             f"{node.type} expects input shape {_fmt(expected)} but receives {_fmt(in_shape)} "
+                             f"from {src}", "make the parameter shapes match the incoming shape")
+        o = spec.output_shape(n, node.params, in_shape)
+        out_shape[n] = tuple(o)
+        steps.append(Step(n, node, sources, in_shape, tuple(o), role))
+    for a, b in sorted(recurrent):
+        tgt = next(s for s in steps if s.name == b)
+        if out_shape[a] != tgt.input_shape:
+            raise node_error(ShapeError, b, "input",
+                             f"recurrent edge from {a!r} carries shape {_fmt(out_shape[a])}, the node takes "
+                             f"{_fmt(tgt.input_shape)}", "make the recurrent weights map back to the node's shape")
+    return Plan(tuple(steps), tuple(inputs), tuple(outputs), tuple(sorted(recurrent)))
+
+
+def _shape_field(spec: NodeSpec) -> str:
+    if spec.type in ("Input", "Output"):
+        return spec.fields[0]
+    return spec.float_params[0] if spec.float_params else "input"
+
+
+def _check_cycles(flat: Mapping[str, tuple[Node, str]], edges: Sequence[tuple[str, str]]) -> None:
+    """Every cycle must pass through a node with state; a cycle of stateless nodes has no meaning."""
+    succ: dict[str, list[str]] = {n: [] for n in flat}
+    for a, b in edges:
+        succ[a].append(b)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on: set[str] = set()
+    stack: list[str] = []
+    counter = [0]
+    for root in flat:  # iterative Tarjan
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            v, i = work.pop()
+            if i == 0:
+                index[v] = low[v] = counter[0]
+                counter[0] += 1
+                stack.append(v)
+                on.add(v)
+            recurse = False
+            for j in range(i, len(succ[v])):
+                w = succ[v][j]
+                if w not in index:
+                    work.append((v, j + 1))
+                    work.append((w, 0))
+                    recurse = True
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            if recurse:
+                continue
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                cyclic = len(comp) > 1 or v in succ[v]
+                if cyclic and not any(flat[c][0].spec.stateful for c in comp):
+                    raise node_error(GraphError, sorted(comp)[0], None,
+                                     f"the cycle through {sorted(comp)} has no node with state, so it has no "
+                                     "defined value", "put a neuron or a Delay inside the loop")
+            if work:
+                u = work[-1][0]
+                low[u] = min(low[u], low[v])

@@ -1,0 +1,393 @@
+"""The node registry: one spec per NIR node type.
+
+A :class:`NodeSpec` knows a node type's parameters (the fields of the ``nir`` class, in order),
+which of them are floating-point arrays that must be finite, its state variables, and its shape
+rule (input shape and output shape, without batch or time dimensions). Every other part of
+nirbridge looks node types up here; nothing dispatches on an if/elif chain of type names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import nir
+import numpy as np
+
+from .errors import ParameterError, ShapeError, UnknownNodeError, node_error
+
+__all__ = ["NodeSpec", "NODE_SPECS", "get_spec", "register_node", "spec_for_nir"]
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What nirbridge knows about one NIR node type.
+
+    Attributes:
+        type: the NIR class name (``"LIF"``); also the key in :data:`NODE_SPECS`.
+        nir_class: the ``nir`` class, built with keyword arguments only.
+        fields: constructor fields of ``nir_class`` that hold the node's parameters.
+        float_params: fields that are floating-point arrays (checked finite).
+        state: names of the state variables the node carries between time steps.
+        spiking: whether the node's output is a spike train (0 or 1 per step).
+        expected_input: params -> the input shape the parameters fix, or None if any shape fits.
+        output_shape: (params, input shape) -> output shape; raises ShapeError for a bad input.
+        equation: the continuous-time equation, for docs and summaries.
+    """
+
+    type: str
+    nir_class: type
+    fields: tuple[str, ...]
+    float_params: tuple[str, ...] = ()
+    state: tuple[str, ...] = ()
+    spiking: bool = False
+    expected_input: Callable[[str, Mapping[str, Any]], Shape | None] = field(
+        default=lambda name, p: None
+    )
+    output_shape: Callable[[str, Mapping[str, Any], Shape], Shape] = field(
+        default=lambda name, p, s: s
+    )
+    equation: str = ""
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.state)
+
+
+def _shape(a: Any) -> Shape:
+    return tuple(int(d) for d in np.shape(a))
+
+
+def _same_shape(*names: str):
+    """Shape rule of element-wise nodes: all listed parameters share one shape, the I/O shape."""
+
+    def expected(node: str, p: Mapping[str, Any]) -> Shape:
+        ref = _shape(p[names[0]])
+        for n in names[1:]:
+            if _shape(p[n]) != ref:
+                raise node_error(
+                    ShapeError,
+                    node,
+                    n,
+                    f"shape {_shape(p[n])} differs from {names[0]!r} shape {ref}",
+                    f"give every one of {list(names)} the same shape (one value per neuron)",
+                )
+        return ref
+
+    return expected
+
+
+def _pair(v: Any, n: int = 2) -> tuple[int, ...]:
+    a = np.asarray(v).reshape(-1)
+    if a.size == 1:
+        return (int(a[0]),) * n
+    return tuple(int(x) for x in a)
+
+
+def _conv_padding(node: str, p: Mapping[str, Any], nd: int, kernel: Shape, dilation) -> tuple:
+    """Padding as ((before, after), ...) per spatial dim, PyTorch conventions."""
+    pad = p["padding"]
+    if isinstance(pad, (bytes, np.bytes_)):
+        pad = pad.decode()
+    if isinstance(pad, np.ndarray) and pad.dtype.kind in "SUO" and pad.ndim == 0:
+        pad = str(pad.item().decode() if isinstance(pad.item(), bytes) else pad.item())
+    if isinstance(pad, str):
+        if pad == "valid":
+            return tuple((0, 0) for _ in range(nd))
+        if pad == "same":
+            out = []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)
+                out.append((total // 2, total - total // 2))
+            return tuple(out)
+        raise node_error(
+            ParameterError, node, "padding", f"unknown padding {pad!r}", "use 'same', 'valid' or ints"
+        )
+    pads = _pair(pad, nd)
+    if len(pads) != nd:
+        raise node_error(
+            ShapeError, node, "padding", f"{len(pads)} values for {nd} spatial dims", f"give {nd} values"
+        )
+    return tuple((q, q) for q in pads)
+
+
+def conv_geometry(node: str, p: Mapping[str, Any], nd: int) -> dict:
+    """Stride, padding ((lo, hi) per dim), dilation and groups of a Conv1d/Conv2d, normalised."""
+    w = np.asarray(p["weight"])
+    if w.ndim != nd + 2:
+        raise node_error(
+            ShapeError,
+            node,
+            "weight",
+            f"weight has shape {w.shape}, expected {nd + 2} dims (C_out, C_in/groups, kernel...)",
+            "store the weight in PyTorch layout",
+        )
+    kernel = tuple(int(k) for k in w.shape[2:])
+    stride = _pair(p["stride"], nd)
+    dilation = _pair(p["dilation"], nd)
+    groups = int(np.asarray(p["groups"]).reshape(-1)[0])
+    if groups < 1 or w.shape[0] % groups:
+        raise node_error(
+            ParameterError, node, "groups", f"groups={groups} does not divide C_out={w.shape[0]}",
+            "use a positive divisor of the number of output channels",
+        )
+    if any(s < 1 for s in stride) or any(d < 1 for d in dilation):
+        raise node_error(
+            ParameterError, node, "stride", "stride and dilation must be >= 1", "fix the values"
+        )
+    padding = _conv_padding(node, p, nd, kernel, dilation)
+    return dict(kernel=kernel, stride=stride, dilation=dilation, groups=groups, padding=padding)
+
+
+def _conv_expected(nd: int):
+    def expected(node: str, p: Mapping[str, Any]) -> Shape | None:
+        g = conv_geometry(node, p, nd)
+        bias = np.asarray(p["bias"])
+        w = np.asarray(p["weight"])
+        if bias.shape not in ((w.shape[0],), ()):
+            raise node_error(
+                ShapeError, node, "bias", f"bias shape {bias.shape} for {w.shape[0]} output channels",
+                f"give a bias of shape ({w.shape[0]},)",
+            )
+        if p.get("input_shape") is None:
+            return None
+        spatial = _pair(p["input_shape"], nd)
+        return (int(w.shape[1]) * g["groups"], *spatial)
+
+    return expected
+
+
+def _conv_output(nd: int):
+    def output(node: str, p: Mapping[str, Any], s: Shape) -> Shape:
+        g = conv_geometry(node, p, nd)
+        w = np.asarray(p["weight"])
+        c_in = int(w.shape[1]) * g["groups"]
+        if len(s) != nd + 1 or s[0] != c_in:
+            raise node_error(
+                ShapeError, node, "input", f"got input shape {s}, expected ({c_in}, <{nd} spatial dims>)",
+                "feed it a (channels, spatial...) tensor with matching channels",
+            )
+        out = [int(w.shape[0])]
+        for i in range(nd):
+            lo, hi = g["padding"][i]
+            n = (s[1 + i] + lo + hi - g["dilation"][i] * (g["kernel"][i] - 1) - 1) // g["stride"][i] + 1
+            if n < 1:
+                raise node_error(
+                    ShapeError, node, "input", f"spatial size {s[1 + i]} is smaller than the kernel",
+                    "use a larger input or a smaller kernel",
+                )
+            out.append(int(n))
+        return tuple(out)
+
+    return output
+
+
+def pool_geometry(node: str, p: Mapping[str, Any]) -> dict:
+    kernel = _pair(p["kernel_size"])
+    stride = _pair(p["stride"])
+    padding = _pair(p["padding"])
+    if len(kernel) != 2 or len(stride) != 2 or len(padding) != 2:
+        raise node_error(
+            ShapeError, node, "kernel_size", "2D pooling needs two values per field", "give (h, w)"
+        )
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
+        raise node_error(
+            ParameterError, node, "kernel_size", "kernel and stride must be >= 1, padding >= 0", "fix them"
+        )
+    return dict(kernel=kernel, stride=stride, padding=padding)
+
+
+def _pool_output(node: str, p: Mapping[str, Any], s: Shape) -> Shape:
+    g = pool_geometry(node, p)
+    if len(s) != 3:
+        raise node_error(
+            ShapeError, node, "input", f"got input shape {s}, pooling needs (C, H, W)", "feed it an image"
+        )
+    out = [s[0]]
+    for i in range(2):
+        n = (s[1 + i] + 2 * g["padding"][i] - g["kernel"][i]) // g["stride"][i] + 1
+        if n < 1:
+            raise node_error(
+                ShapeError, node, "kernel_size", f"kernel larger than input {s}", "use a smaller kernel"
+            )
+        out.append(int(n))
+    return tuple(out)
+
+
+def flatten_dims(node: str, p: Mapping[str, Any], s: Shape) -> tuple[int, int]:
+    nd = len(s)
+    start = int(np.asarray(p["start_dim"]))
+    end = int(np.asarray(p["end_dim"]))
+    a = start + nd if start < 0 else start
+    b = end + nd if end < 0 else end
+    if not (0 <= a <= b < nd):
+        raise node_error(
+            ShapeError, node, "start_dim",
+            f"start_dim={start}, end_dim={end} do not fit input shape {s} (dims count without batch)",
+            "count dims from the first non-batch dimension",
+        )
+    return a, b
+
+
+def _flatten_expected(node: str, p: Mapping[str, Any]) -> Shape | None:
+    it = p.get("input_type")
+    shape = it.get("input") if isinstance(it, Mapping) else it
+    return None if shape is None else _shape_tuple(shape)
+
+
+def _flatten_output(node: str, p: Mapping[str, Any], s: Shape) -> Shape:
+    a, b = flatten_dims(node, p, s)
+    return (*s[:a], int(np.prod(s[a : b + 1])), *s[b + 1 :])
+
+
+def _shape_tuple(x: Any) -> Shape:
+    return tuple(int(d) for d in np.asarray(x).reshape(-1))
+
+
+def _dense_expected(node: str, p: Mapping[str, Any]) -> Shape:
+    w = np.asarray(p["weight"])
+    if w.ndim != 2:
+        raise node_error(
+            ShapeError, node, "weight", f"weight has shape {w.shape}; only 2-D (out, in) weights are supported",
+            "store the weight as an (out_features, in_features) matrix",
+        )
+    if "bias" in p:
+        b = np.asarray(p["bias"])
+        if b.shape != (w.shape[0],):
+            raise node_error(
+                ShapeError, node, "bias", f"bias shape {b.shape} does not match weight rows {w.shape[0]}",
+                f"give a bias of shape ({w.shape[0]},)",
+            )
+    return (int(w.shape[1]),)
+
+
+def _dense_output(node: str, p: Mapping[str, Any], s: Shape) -> Shape:
+    return (int(np.asarray(p["weight"]).shape[0]),)
+
+
+def _io_expected(key: str, sub: str):
+    def expected(node: str, p: Mapping[str, Any]) -> Shape | None:
+        t = p[key]
+        shape = t.get(sub) if isinstance(t, Mapping) else t
+        if shape is None:
+            return None
+        shp = _shape_tuple(shape)
+        if any(d < 1 for d in shp):
+            raise node_error(
+                ShapeError, node, key, f"shape {shp} has a non-positive size", "give positive sizes"
+            )
+        return shp
+
+    return expected
+
+
+def _spec(type_: str, fields, **kw) -> NodeSpec:
+    return NodeSpec(type=type_, nir_class=getattr(nir, type_), fields=tuple(fields), **kw)
+
+
+_NEURON_FIELDS = {
+    "I": ("r",),
+    "IF": ("r", "v_threshold", "v_reset"),
+    "LI": ("tau", "r", "v_leak"),
+    "LIF": ("tau", "r", "v_leak", "v_threshold", "v_reset"),
+    "CubaLI": ("tau_syn", "tau_mem", "r", "v_leak", "w_in"),
+    "CubaLIF": ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in"),
+}
+_NEURON_STATE = {
+    "I": ("v",), "IF": ("v",), "LI": ("v",), "LIF": ("v",), "CubaLI": ("i", "v"), "CubaLIF": ("i", "v"),
+}
+_NEURON_EQ = {
+    "I": "dv/dt = r x ; y = v",
+    "IF": "dv/dt = r x ; z = [v > v_threshold] ; v <- reset",
+    "LI": "tau dv/dt = v_leak - v + r x ; y = v",
+    "LIF": "tau dv/dt = v_leak - v + r x ; z = [v > v_threshold] ; v <- reset",
+    "CubaLI": "tau_syn di/dt = -i + w_in x ; tau_mem dv/dt = v_leak - v + r i ; y = v",
+    "CubaLIF": "tau_syn di/dt = -i + w_in x ; tau_mem dv/dt = v_leak - v + r i ; z = [v > v_threshold]",
+}
+
+#: The registry: NIR node type name -> spec. Extend with :func:`register_node`.
+NODE_SPECS: dict[str, NodeSpec] = {}
+
+
+def register_node(spec: NodeSpec, *, replace: bool = False) -> None:
+    """Add a node type to the registry (a kernel for it is registered in ``nirbridge.kernels``)."""
+    if spec.type in NODE_SPECS and not replace:
+        raise ValueError(f"node type {spec.type!r} is registered already; pass replace=True")
+    NODE_SPECS[spec.type] = spec
+
+
+for _t in ("I", "IF", "LI", "LIF", "CubaLI", "CubaLIF"):
+    register_node(
+        _spec(
+            _t,
+            _NEURON_FIELDS[_t],
+            float_params=_NEURON_FIELDS[_t],
+            state=_NEURON_STATE[_t],
+            spiking=_t in ("IF", "LIF", "CubaLIF"),
+            expected_input=_same_shape(*_NEURON_FIELDS[_t]),
+            equation=_NEURON_EQ[_t],
+        )
+    )
+
+register_node(_spec("Input", ("input_type",), expected_input=_io_expected("input_type", "input"),
+                    equation="graph input"))
+register_node(_spec("Output", ("output_type",), expected_input=_io_expected("output_type", "output"),
+                    equation="graph output"))
+register_node(_spec("Affine", ("weight", "bias"), float_params=("weight", "bias"),
+                    expected_input=_dense_expected, output_shape=_dense_output, equation="y = W x + b"))
+register_node(_spec("Linear", ("weight",), float_params=("weight",),
+                    expected_input=_dense_expected, output_shape=_dense_output, equation="y = W x"))
+register_node(_spec("Scale", ("scale",), float_params=("scale",), expected_input=_same_shape("scale"),
+                    equation="y = s * x"))
+register_node(_spec("Threshold", ("threshold",), float_params=("threshold",),
+                    expected_input=_same_shape("threshold"), spiking=True, equation="z = [x > threshold]"))
+register_node(_spec("Delay", ("delay",), float_params=("delay",), expected_input=_same_shape("delay"),
+                    state=("buffer",), equation="y(t) = x(t - delay)"))
+register_node(_spec("Flatten", ("input_type", "start_dim", "end_dim"), expected_input=_flatten_expected,
+                    output_shape=_flatten_output, equation="y = reshape(x)"))
+for _nd in (1, 2):
+    register_node(
+        _spec(
+            f"Conv{_nd}d",
+            ("input_shape", "weight", "stride", "padding", "dilation", "groups", "bias"),
+            float_params=("weight", "bias"),
+            expected_input=_conv_expected(_nd),
+            output_shape=_conv_output(_nd),
+            equation=f"y = conv{_nd}d(x, W) + b (PyTorch layout)",
+        )
+    )
+for _t, _eq in (("SumPool2d", "y = sum over each window"), ("AvgPool2d", "y = mean over each window")):
+    register_node(_spec(_t, ("kernel_size", "stride", "padding"), output_shape=_pool_output, equation=_eq))
+
+#: The nested-graph pseudo type (a NIRGraph node inside a graph); handled by ``Graph`` itself.
+SUBGRAPH = "NIRGraph"
+
+
+def get_spec(type_name: str, node: str = "?") -> NodeSpec:
+    try:
+        return NODE_SPECS[type_name]
+    except KeyError:
+        raise node_error(
+            UnknownNodeError,
+            node,
+            "type",
+            f"unknown node type {type_name!r} (known: {sorted(NODE_SPECS)})",
+            "use a NIR 1.0.8 node type, or register a spec with nirbridge.register_node",
+        ) from None
+
+
+def spec_for_nir(obj: Any, node: str) -> NodeSpec:
+    """The spec for a ``nir`` node object; its class must be the registered ``nir`` class."""
+    spec = NODE_SPECS.get(type(obj).__name__)
+    if spec is None or not isinstance(obj, spec.nir_class):
+        raise node_error(
+            UnknownNodeError,
+            node,
+            "type",
+            f"object of type {type(obj).__name__!r} is not a known NIR node",
+            "use a NIR 1.0.8 node type, or register a spec with nirbridge.register_node",
+        )
+    return spec

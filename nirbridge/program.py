@@ -1,0 +1,194 @@
+"""One time step of a whole graph, shared by every backend.
+
+A :class:`Program` is a graph's plan with each node's kernel and static configuration resolved
+for one :class:`~nirbridge.dynamics.Dynamics`. :func:`graph_step` advances it one step given a
+backend's ``ops``: nodes run in plan order, each node's input is the sum of its sources (a
+recurrent source gives its previous-step output), and states advance. Backends differ only in how
+they loop over time (a Python loop, ``lax.scan``) and in ``ops``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .dynamics import Dynamics
+from .errors import DynamicsError, InputError
+from .graph import Graph, Step
+from .kernels import Kernel, get_kernel
+
+__all__ = ["Program", "build_program", "graph_step", "init_state", "prepare", "parse_record",
+           "normalize_inputs", "resolve_dtype"]
+
+
+@dataclass(frozen=True)
+class Program:
+    graph: Graph
+    dynamics: Dynamics
+    steps: tuple[Step, ...]
+    kernels: Mapping[str, Kernel]
+    static: Mapping[str, dict]
+    recurrent_sources: tuple[str, ...]
+    hoistable: frozenset[str]  # stateless nodes that depend only on graph inputs, through forward edges
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.graph.plan.inputs
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.graph.plan.outputs
+
+
+def build_program(graph: Graph, dynamics: Dynamics, backend: str) -> Program:
+    if not isinstance(dynamics, Dynamics):
+        raise DynamicsError(
+            f"expected a nirbridge.Dynamics, got {type(dynamics).__name__}. Fix: pass Dynamics(dt=...)"
+        )
+    plan = graph.plan
+    kernels, static = {}, {}
+    for s in plan.steps:
+        k = get_kernel(s.node.type, backend, s.name)
+        kernels[s.name] = k
+        static[s.name] = k.static(s, dynamics)
+    rec_src = tuple(sorted({a for a, _ in plan.recurrent}))
+    hoist: set[str] = set()
+    for s in plan.steps:
+        if s.role != "compute" or s.node.spec.stateful:
+            continue
+        if all(not rec and (src in plan.inputs or src in hoist) for src, rec in s.sources):
+            hoist.add(s.name)
+    return Program(graph, dynamics, plan.steps, kernels, static, rec_src, frozenset(hoist))
+
+
+def float_params(step: Step) -> dict[str, np.ndarray]:
+    spec = step.node.spec
+    return {f: np.asarray(step.node.params[f]) for f in spec.float_params
+            if step.node.params.get(f) is not None}
+
+
+def prepare(ops, prog: Program, params: Mapping[str, Mapping[str, Any]]) -> dict:
+    """Per-run coefficients of every node from the params pytree ``{node: {field: array}}``."""
+    return {s.name: prog.kernels[s.name].prepare(ops, params.get(s.name, {}), prog.static[s.name], prog.dynamics)
+            for s in prog.steps}
+
+
+def init_state(ops, prog: Program, batch: int, dtype) -> dict:
+    nodes = {}
+    for s in prog.steps:
+        st = prog.kernels[s.name].init(ops, prog.static[s.name], (batch,), dtype)
+        if st:
+            nodes[s.name] = st
+    prev = {a: ops.zeros((batch,) + tuple(prog.graph.plan[a].output_shape), dtype)
+            for a in prog.recurrent_sources}
+    return {"nodes": nodes, "prev": prev}
+
+
+def graph_step(ops, prog: Program, coeffs: Mapping, state: Mapping, inputs_t: Mapping,
+               skip: frozenset = frozenset()):
+    """Advance the graph one step. ``inputs_t`` maps input names (and any precomputed, hoisted
+    node in ``skip``) to ``(batch, *shape)`` arrays. Returns ``(new_state, outputs)`` where
+    ``outputs`` maps every node's flat name to its output at this step."""
+    outs: dict[str, Any] = {}
+    nodes = dict(state["nodes"])
+    prev = state["prev"]
+    for s in prog.steps:
+        if s.role == "input" or s.name in skip:
+            outs[s.name] = inputs_t[s.name]
+            continue
+        x = None
+        for src, rec in s.sources:
+            v = prev[src] if rec else outs[src]
+            x = v if x is None else x + v
+        new, y = prog.kernels[s.name].step(ops, coeffs[s.name], prog.static[s.name], nodes.get(s.name, {}), x)
+        if new:
+            nodes[s.name] = new
+        outs[s.name] = y
+    return {"nodes": nodes, "prev": {a: outs[a] for a in prog.recurrent_sources}}, outs
+
+
+def resolve_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype if dtype is not None else np.float32)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise InputError(f"dtype {dt} is not supported. Fix: use float32 (default) or float64")
+    return dt
+
+
+def normalize_inputs(prog: Program, x: Any, dtype: np.dtype, *, convert=np.asarray) -> tuple[dict, int, int]:
+    """Check the input against the graph's inputs: ``(T, B, *shape)`` or ``{name: array}``.
+
+    Returns ``({name: array}, T, B)``. ``convert`` turns each value into the backend's array.
+    """
+    names = prog.inputs
+    if isinstance(x, Mapping):
+        missing = [n for n in names if n not in x]
+        extra = [k for k in x if k not in names]
+        if missing or extra:
+            raise InputError(f"input dict has keys {list(x)} but the graph's inputs are {list(names)}. "
+                             "Fix: give one array per Input node, keyed by its name")
+        items = dict(x)
+    else:
+        if len(names) != 1:
+            raise InputError(f"the graph has {len(names)} inputs {list(names)}; pass a dict "
+                             "{name: array of shape (T, B, *shape)}")
+        items = {names[0]: x}
+    out, tb = {}, None
+    for n, v in items.items():
+        shape = tuple(getattr(v, "shape", np.shape(v)))
+        want = tuple(prog.graph.plan[n].output_shape)
+        if len(shape) != len(want) + 2 or shape[2:] != want:
+            raise InputError(f"input {n!r} has shape {shape}; expected (T, B, {', '.join(map(str, want))}) "
+                             "(time-major). Fix: reshape, or move the batch axis with x.transpose(1, 0, ...)")
+        if tb is not None and shape[:2] != tb:
+            raise InputError(f"inputs disagree on (T, B): {tb} vs {shape[:2]} for {n!r}. Fix: use one T and B")
+        tb = shape[:2]
+        kind = getattr(getattr(v, "dtype", None), "kind", None)
+        if kind is not None and kind not in "biuf":
+            raise InputError(f"input {n!r} has dtype {v.dtype}; expected numbers. Fix: pass a float array")
+        if shape[0] < 1 or shape[1] < 1:
+            raise InputError(f"input {n!r} has shape {shape}: T and B must be at least 1")
+        out[n] = convert(v, dtype)
+    return out, tb[0], tb[1]
+
+
+def parse_record(prog: Program, record: Any) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split ``record`` into node names (outputs) and ``(node, state variable)`` pairs.
+
+    ``record="all"`` means every node's output and every state variable.
+    """
+    plan = prog.graph.plan
+    if record is None:
+        return [], []
+    if isinstance(record, str) and record == "all":
+        nodes = [s.name for s in plan.steps]
+        states = [(s.name, v) for s in plan.steps for v in _state_vars(prog, s.name)]
+        return nodes, states
+    if isinstance(record, (str, tuple)):
+        record = [record]
+    nodes, states = [], []
+    for r in record:
+        if isinstance(r, tuple):
+            if len(r) != 2 or r[0] not in plan:
+                raise InputError(f"record entry {r!r} is not (node, state variable) of a node in the graph. "
+                                 f"Fix: nodes are {list(plan.names)}")
+            vars_ = _state_vars(prog, r[0])
+            if r[1] not in vars_:
+                raise InputError(f"node {r[0]!r} ({plan[r[0]].node.type}) has no state variable {r[1]!r}; "
+                                 f"it has {list(vars_)}")
+            states.append((r[0], r[1]))
+        else:
+            if r not in plan:
+                raise InputError(f"cannot record {r!r}: no such node. Fix: nodes are {list(plan.names)}")
+            nodes.append(r)
+    return nodes, states
+
+
+def _state_vars(prog: Program, name: str) -> tuple[str, ...]:
+    s = prog.graph.plan[name]
+    vars_ = s.node.spec.state
+    if s.node.type == "Delay" and prog.static[name]["depth"] == 0:
+        return ()
+    return vars_
