@@ -1,0 +1,21 @@
+"""Strict numerics for the whole suite: warnings are errors (pyproject), JAX x64 available and
+JAX dtype promotion strict, so a silent float64 -> float32 mix shows up as a failure."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+if importlib.util.find_spec("jax") is not None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+@pytest.fixture
+def rng():
+    import numpy as np
+
+    return np.random.default_rng(1234)
