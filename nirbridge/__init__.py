@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import errors
+from . import errors, examples, presets
 from .adapters.base import available_backends, register_adapter
+from .compare import Report, compare
 from .dynamics import Dynamics
-from .errors import NirBridgeError
+from .errors import NirBridgeError, NirBridgeWarning
 from .graph import Graph, Node
 from .io import load, save
 from .kernels import Kernel, register_kernel
@@ -31,8 +32,6 @@ _LAZY = {
     "from_equinox": "nirbridge.adapters.equinox",
     "to_torch": "nirbridge.adapters.torch",
     "from_torch": "nirbridge.adapters.torch",
-    "compare": "nirbridge.compare",
-    "Report": "nirbridge.compare",
 }
 
 __all__ = [
@@ -41,17 +40,20 @@ __all__ = [
     "Kernel",
     "NODE_SPECS",
     "NirBridgeError",
+    "NirBridgeWarning",
     "Node",
     "NodeSpec",
     "Report",
     "available_backends",
     "compare",
     "errors",
+    "examples",
     "from_equinox",
     "from_flax",
     "from_jax",
     "from_torch",
     "load",
+    "presets",
     "register_adapter",
     "register_kernel",
     "register_node",

@@ -27,6 +27,39 @@ Spiking nodes (LIF, IF, CubaLIF) then test the *updated* voltage: ``z = [v > v_t
 the same step: ``reset="zero"`` sets ``v = v_reset`` (NIR 1.0.8), ``reset="subtract"`` sets
 ``v = v - v_threshold``. Every state starts at zero.
 
+Library conventions (each default below keeps the behaviour above; :mod:`nirbridge.presets`
+combines them into one preset per library):
+
+* ``input_gain="unit"`` (Spyx): ``r`` and ``w_in`` are ignored and the input enters unscaled
+  after the decay: ``v = v + k (v_leak - v) + x`` (exact: ``v = v_leak + (v - v_leak) a + x``),
+  ``i = i - k_s i + x`` (exact: ``i = a_s i + x``); I/IF: ``v += x``. ``"nir"`` (default) scales
+  it as the table says.
+* ``voltage="pre"`` (snnTorch, Spyx): the state (and what ``record=[(node, "v")]`` reports) is
+  the voltage *before* this step's reset; the reset of a spike is applied at the start of the
+  next step, before its update, so the spikes are those of ``"post"`` (default: the state is the
+  voltage after the reset). The previous spike is recomputed from the stored voltage.
+* ``reset_timing="late"`` (snnTorch's ``reset_delay=True``): the reset of the spike of step t-1
+  is applied in step t *after* the update: ``v[t] = update(v[t-1], x[t]) - v_threshold z[t-1]``
+  (``reset="zero"``: ``v[t] = v_reset`` where ``z[t-1]``, the new input dropped too). It keeps the
+  pre-reset voltage, so it implies ``voltage="pre"``. ``"same"`` (default) resets in the step of
+  the spike.
+* ``spikes="count"`` (Sinabs' MultiSpike): a spiking node emits the number of thresholds the
+  voltage holds, ``n = floor(v / v_threshold)`` where ``v >= v_threshold`` (with ``">"``:
+  ``max(ceil(v / v_threshold) - 1, 1)`` where ``v > v_threshold``), and ``reset="subtract"``
+  subtracts ``n v_threshold``. ``"single"`` (default): 0 or 1.
+* ``output_delay=1`` (Spyx): a spiking node's spike reaches the nodes after it one step later
+  (0 at step 0). An edge that leads back into a cycle through the node is not delayed again (the
+  cycle's recurrent edge already carries the previous step's spike, as in Spyx's recurrent
+  layers). ``record=[node]`` gives the undelayed spike.
+* ``v_init="v_leak"`` (Norse) or ``"v_reset"`` (SpikingJelly): the voltage starts at that
+  parameter of the node (as the graph holds it when the program is built; a node without that
+  parameter starts at 0). ``"zero"`` (default). Currents always start at 0.
+* ``recurrent_start="rest"`` (snnTorch): a recurrent edge from a stateless node carries, at step
+  0, that node's output for the network at rest (zero input, every stateful node emitting 0),
+  e.g. the bias of a recurrent Affine. ``"zero"`` (default): zeros, the NIR cycle convention.
+* ``by_type={"CubaLIF": {"reset_timing": "same"}}``: settings for one node type only (Spyx
+  places the reset differently in LIF and CuBaLIF).
+
 Gradients: the spike's derivative is replaced by a surrogate, ``surrogate="fast_sigmoid"``
 (``1 / (1 + slope |v - v_threshold|)^2``, slope 25, as in snnTorch) by default, or
 ``"sigmoid"`` (``slope s (1 - s)`` with ``s = sigmoid(slope (v - v_threshold))``), or
@@ -35,6 +68,7 @@ Gradients: the spike's derivative is replaced by a surrogate, ``surrogate="fast_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,11 +81,25 @@ RESETS = ("zero", "subtract")
 THRESHOLDS = (">", ">=")
 SYNAPSES = ("simultaneous", "current_first")
 SURROGATES = ("fast_sigmoid", "sigmoid", "straight_through")
+RESET_TIMINGS = ("same", "late")
+VOLTAGES = ("post", "pre")
+SPIKES = ("single", "count")
+V_INITS = ("zero", "v_leak", "v_reset")
+RECURRENT_STARTS = ("zero", "rest")
+INPUT_GAINS = ("nir", "unit")
+OUTPUT_DELAYS = (0, 1)
 
-_PRESETS: dict[str, dict[str, Any]] = {
-    # the plain reading of the NIR 1.0.8 spec; dt must be given
-    "nir": dict(method="euler", reset="zero", threshold=">", synapse="simultaneous"),
-}
+# every choice-valued setting and its allowed values
+_CHOICES = {"method": METHODS, "reset": RESETS, "threshold": THRESHOLDS, "synapse": SYNAPSES,
+            "surrogate": SURROGATES, "reset_timing": RESET_TIMINGS, "voltage": VOLTAGES, "spikes": SPIKES,
+            "v_init": V_INITS, "recurrent_start": RECURRENT_STARTS, "input_gain": INPUT_GAINS,
+            "output_delay": OUTPUT_DELAYS}
+# the settings one node type can override with ``by_type``
+_PER_TYPE = ("method", "reset", "threshold", "synapse", "reset_timing", "voltage", "spikes", "v_init",
+             "input_gain", "output_delay")
+# the newer settings and their defaults: the repr shows them only when they differ
+_DEFAULTS = {"reset_timing": "same", "voltage": None, "output_delay": 0, "spikes": "single", "v_init": "zero",
+             "recurrent_start": "zero", "input_gain": "nir"}
 
 
 @dataclass(frozen=True)
@@ -67,9 +115,23 @@ class Dynamics:
         synapse: ``"simultaneous"`` or ``"current_first"`` (CubaLI/CubaLIF update order).
         surrogate: the spike's surrogate derivative, one of :data:`SURROGATES`.
         surrogate_slope: the surrogate's slope parameter.
+        reset_timing: ``"same"`` (reset in the step of the spike) or ``"late"`` (snnTorch: the
+            reset of step t-1's spike is applied in step t, after the update).
+        voltage: ``"post"`` or ``"pre"``: the state holds the voltage after or before this
+            step's reset (default ``None``: ``"post"``, or ``"pre"`` with ``reset_timing="late"``).
+        output_delay: 0, or 1 (Spyx): spiking nodes emit their spike one step later.
+        spikes: ``"single"`` (0/1) or ``"count"`` (Sinabs: several spikes per step).
+        v_init: the initial voltage: ``"zero"``, ``"v_leak"`` (Norse) or ``"v_reset"`` (SpikingJelly).
+        recurrent_start: ``"zero"`` or ``"rest"`` (snnTorch: a recurrent Affine gives its bias at step 0).
+        input_gain: ``"nir"`` (the input is scaled by ``r``, ``w_in``) or ``"unit"`` (Spyx: they are ignored).
+        by_type: ``{node type: {setting: value}}``: settings that differ for one node type.
+
+    The module docstring states every update; :meth:`preset` gives each library's settings.
 
     >>> Dynamics(dt=1e-4)
     Dynamics(dt=0.0001, method='euler', reset='zero', threshold='>', synapse='simultaneous')
+    >>> Dynamics(dt=1e-4, reset="subtract", reset_timing="late")
+    Dynamics(dt=0.0001, method='euler', reset='subtract', threshold='>', synapse='simultaneous', reset_timing='late')
     """
 
     dt: float
@@ -79,6 +141,14 @@ class Dynamics:
     synapse: str = "simultaneous"
     surrogate: str = "fast_sigmoid"
     surrogate_slope: float = field(default=25.0)
+    reset_timing: str = "same"
+    voltage: str | None = None
+    output_delay: int = 0
+    spikes: str = "single"
+    v_init: str = "zero"
+    recurrent_start: str = "zero"
+    input_gain: str = "nir"
+    by_type: Any = ()
 
     def __post_init__(self):
         try:
@@ -90,21 +160,48 @@ class Dynamics:
         if not dt > 0 or dt != dt or dt == float("inf"):
             raise DynamicsError(f"Dynamics.dt must be a finite number > 0, got {self.dt!r}. Fix: e.g. dt=1e-4")
         object.__setattr__(self, "dt", dt)
-        for name, allowed in (("method", METHODS), ("reset", RESETS), ("threshold", THRESHOLDS),
-                              ("synapse", SYNAPSES), ("surrogate", SURROGATES)):
+        for name, allowed in _CHOICES.items():
             v = getattr(self, name)
-            if v not in allowed:
+            if name == "voltage" and v is None:
+                continue
+            if isinstance(v, bool) or v not in allowed:
                 raise DynamicsError(f"Dynamics.{name}={v!r} is not one of {allowed}. Fix: pick one of them")
-        slope = float(self.surrogate_slope)
+        object.__setattr__(self, "output_delay", int(self.output_delay))
+        _check_voltage(self.reset_timing, self.voltage, "")
+        try:
+            slope = float(self.surrogate_slope)
+        except (TypeError, ValueError):
+            slope = float("nan")
         if not slope > 0:
             raise DynamicsError(f"Dynamics.surrogate_slope must be > 0, got {self.surrogate_slope!r}")
         object.__setattr__(self, "surrogate_slope", slope)
+        object.__setattr__(self, "by_type", _normalize_by_type(self))
+
+    @property
+    def stored_voltage(self) -> str:
+        """``"post"`` or ``"pre"``: ``voltage`` with its default resolved."""
+        if self.voltage is not None:
+            return self.voltage
+        return "pre" if self.reset_timing == "late" else "post"
+
+    def for_type(self, node_type: str) -> Dynamics:
+        """The settings for nodes of ``node_type``: these Dynamics with its ``by_type`` entry applied."""
+        for t, items in self.by_type:
+            if t == node_type:
+                return replace(self, by_type=(), **dict(items))
+        return self
 
     def __repr__(self) -> str:
         text = (f"Dynamics(dt={self.dt!r}, method={self.method!r}, reset={self.reset!r}, "
                 f"threshold={self.threshold!r}, synapse={self.synapse!r}")
         if (self.surrogate, self.surrogate_slope) != ("fast_sigmoid", 25.0):
             text += f", surrogate={self.surrogate!r}, surrogate_slope={self.surrogate_slope!r}"
+        for name, default in _DEFAULTS.items():
+            v = getattr(self, name)
+            if v != default:
+                text += f", {name}={v!r}"
+        if self.by_type:
+            text += f", by_type={ {t: dict(items) for t, items in self.by_type}!r}"
         return text + ")"
 
     def replace(self, **changes: Any) -> Dynamics:
@@ -113,18 +210,54 @@ class Dynamics:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Dynamics:
-        """The Dynamics that reproduces a library's reading of NIR (only ``"nir"`` so far).
+        """The Dynamics that reproduces a library's own simulation of the NIR files it exports.
 
-        ``"nir"`` is the plain reading of the NIR 1.0.8 spec: Euler, reset to ``v_reset``, ``>``,
-        simultaneous synapse; it has no dt of its own, so ``dt`` must be given.
+        ``name`` is one of :func:`nirbridge.presets.names` (``"nir"``, ``"snntorch"``, ``"norse"``,
+        ``"sinabs"``, ``"spikingjelly"``, ``"spyx"``, ...); ``overrides`` change any setting, e.g.
+        ``Dynamics.preset("norse", dt=1e-4)``. ``"nir"`` is the plain reading of the NIR 1.0.8
+        spec and has no dt of its own. :mod:`nirbridge.presets` documents every choice of every
+        preset, and the parameter corrections some exporters need
+        (:func:`nirbridge.presets.import_graph`).
+
+        >>> Dynamics.preset("norse", dt=1e-4)
+        Dynamics(dt=0.0001, method='euler', reset='zero', threshold='>', synapse='current_first', v_init='v_leak')
         """
-        if name not in _PRESETS:
-            raise DynamicsError(
-                f"no Dynamics preset {name!r}; known presets: {sorted(_PRESETS)}. Fix: use one of them, "
-                "or build Dynamics(dt=..., method=..., reset=..., threshold=..., synapse=...) yourself"
-            )
-        kw = dict(_PRESETS[name])
-        kw.update(overrides)
-        if "dt" not in kw:
-            raise DynamicsError(f"preset {name!r} has no dt of its own. Fix: Dynamics.preset({name!r}, dt=1e-4)")
-        return cls(**kw)
+        from .presets import get_preset
+
+        return get_preset(name).dynamics(**overrides)
+
+
+def _check_voltage(timing: str, voltage: str | None, where: str) -> None:
+    if timing == "late" and voltage == "post":
+        raise DynamicsError(
+            f"Dynamics{where}: reset_timing='late' keeps the voltage before the reset in the state (snnTorch's "
+            "mem), so voltage='post' cannot hold. Fix: leave voltage out, or voltage='pre'"
+        )
+
+
+def _normalize_by_type(d: Dynamics) -> tuple:
+    """``by_type`` as a sorted tuple of ``(node type, ((setting, value), ...))`` (hashable), checked."""
+    raw = d.by_type
+    if isinstance(raw, tuple) and all(isinstance(e, tuple) and len(e) == 2 for e in raw):
+        raw = {t: dict(items) for t, items in raw}
+    if not isinstance(raw, Mapping):
+        raise DynamicsError(f"Dynamics.by_type must be a dict {{node type: {{setting: value}}}}, got {raw!r}. "
+                            "Fix: e.g. by_type={'CubaLIF': {'reset_timing': 'same'}}")
+    out = []
+    for t, items in raw.items():
+        if not isinstance(t, str) or not isinstance(items, Mapping):
+            raise DynamicsError(f"Dynamics.by_type entry {t!r}: {items!r} is not node type: {{setting: value}}. "
+                                "Fix: e.g. by_type={'CubaLIF': {'reset_timing': 'same'}}")
+        bad = sorted(set(items) - set(_PER_TYPE))
+        if bad:
+            raise DynamicsError(f"Dynamics.by_type[{t!r}] sets {bad}, which cannot differ per node type. "
+                                f"Fix: use only {list(_PER_TYPE)}")
+        for k, v in items.items():
+            if isinstance(v, bool) or v not in _CHOICES[k]:
+                raise DynamicsError(f"Dynamics.by_type[{t!r}][{k!r}]={v!r} is not one of {_CHOICES[k]}. "
+                                    "Fix: pick one of them")
+        timing = items.get("reset_timing", d.reset_timing)
+        voltage = items.get("voltage", d.voltage)
+        _check_voltage(timing, voltage, f".by_type[{t!r}]")
+        out.append((t, tuple(sorted(items.items()))))
+    return tuple(sorted(out))

@@ -18,6 +18,7 @@ __all__ = [
     "DynamicsError",
     "InputError",
     "MissingDependencyError",
+    "NirBridgeWarning",
 ]
 
 
@@ -59,6 +60,10 @@ class InputError(NirBridgeError, ValueError):
 
 class MissingDependencyError(NirBridgeError, ImportError):
     """An optional framework is needed but not installed."""
+
+
+class NirBridgeWarning(UserWarning):
+    """Base class of nirbridge's warnings (a repair on load, an exporter quirk corrected, lost information)."""
 
 
 def node_error(cls: type[NirBridgeError], node: str, field: str | None, problem: str, fix: str):

@@ -14,6 +14,7 @@ and its edges, exactly as NIR nests them, so ``Graph.from_nir(g).to_nir()`` give
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,12 +24,19 @@ import nir
 import numpy as np
 
 from .errors import GraphError, ParameterError, ShapeError, node_error
-from .nodes import SUBGRAPH, NodeSpec, get_spec, spec_for_nir
+from .nodes import SUBGRAPH, NodeSpec, check_params, get_spec, spec_for_nir
 
 __all__ = ["Graph", "Node", "Plan", "Step"]
 
 Shape = tuple[int, ...]
-_OPTIONAL = {"input_shape", "input_type", "output_type"}
+#: how errors about a graph as a whole (not one node) name it
+ROOT = "<root graph>"
+
+
+class _FrozenList(tuple):
+    """A read-only stand-in for a list parameter; :func:`_thaw` turns it back into a list."""
+
+    __slots__ = ()
 
 
 def _freeze(value: Any) -> Any:
@@ -40,16 +48,23 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, Mapping):
         return MappingProxyType({k: _freeze(v) for k, v in value.items()})
     if isinstance(value, list):
+        return _FrozenList(_freeze(v) for v in value)
+    if type(value) is tuple:
         return tuple(_freeze(v) for v in value)
     return value
 
 
 def _thaw(value: Any) -> Any:
-    """A fresh, writeable copy for handing to ``nir`` (which may change what it is given)."""
+    """A fresh, writeable copy for handing to ``nir`` (which may change what it is given);
+    containers come back as the types they were given as (list, tuple, dict)."""
     if isinstance(value, np.ndarray):
         return np.array(value, copy=True)
     if isinstance(value, Mapping):
         return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, _FrozenList):
+        return [_thaw(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_thaw(v) for v in value)
     return value
 
 
@@ -95,17 +110,25 @@ class Node:
 
 
 def _values_equal(a: Any, b: Any) -> bool:
+    """Bit-exact equality: same types, same dtypes and shapes, same bytes (NaN equals the same NaN).
+    Mappings compare as mappings (key order aside: HDF5 stores groups sorted by name)."""
     if isinstance(a, Mapping) or isinstance(b, Mapping):
         if not (isinstance(a, Mapping) and isinstance(b, Mapping)) or set(a) != set(b):
             return False
         return all(_values_equal(a[k], b[k]) for k in a)
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (np.ndarray, np.generic)):
+        if a.dtype != b.dtype or a.shape != b.shape:
             return False
-        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        if a.dtype.hasobject:  # bytes of an object array are pointers: compare the objects
+            return all(_values_equal(x, y) for x, y in zip(np.ravel(a).tolist(), np.ravel(b).tolist()))
+        return a.tobytes() == b.tobytes()
+    if isinstance(a, (tuple, list)):
         return len(a) == len(b) and all(_values_equal(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
+    if isinstance(a, float):
+        return np.float64(a).tobytes() == np.float64(b).tobytes()
+    return bool(a == b)
 
 
 @dataclass(frozen=True)
@@ -174,34 +197,40 @@ class Graph:
         metadata: Mapping[str, Any] | None = None,
         *,
         _nested: bool = False,
+        _prefix: str = "",
     ):
         self._nodes = MappingProxyType(dict(nodes))
         self._edges = tuple((str(a), str(b)) for a, b in edges)
         self._metadata = _freeze(dict(metadata or {}))
+        self._prefix = _prefix  # "sub." for a nested graph: errors name nodes by their flat names
         self._check_structure()
         self._plan = None if _nested else _build_plan(self)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_nir(cls, graph: nir.NIRGraph, *, _nested: bool = False) -> Graph:
+    def from_nir(cls, graph: nir.NIRGraph, *, _nested: bool = False, _prefix: str = "") -> Graph:
         """Build a Graph from a ``nir.NIRGraph`` (which is not changed)."""
+        where = _prefix.rstrip(".") or ROOT
         if not isinstance(graph, nir.NIRGraph):
-            raise GraphError(
-                f"expected a nir.NIRGraph, got {type(graph).__name__}. Fix: wrap single nodes with "
-                "nir.NIRGraph.from_list(...)"
-            )
+            raise node_error(GraphError, where, None, f"expected a nir.NIRGraph, got {type(graph).__name__}",
+                             "wrap single nodes with nir.NIRGraph.from_list(...)")
+        if not isinstance(graph.nodes, Mapping):
+            raise node_error(GraphError, where, "nodes", f"nodes is a {type(graph.nodes).__name__}, not a dict",
+                             "give nodes as {name: nir node}")
         nodes = {}
         for name, obj in graph.nodes.items():
             if not isinstance(name, str) or not name:
-                raise GraphError(f"node name {name!r} is not a non-empty string. Fix: rename it")
-            nodes[name] = _node_from_nir(name, obj)
+                raise node_error(GraphError, f"{_prefix}{name!r}", "nodes",
+                                 f"node name {name!r} is not a non-empty string", "name nodes by strings")
+            nodes[name] = _node_from_nir(name, obj, _prefix)
         edges = []
         for e in graph.edges:
-            if len(e) != 2:
-                raise GraphError(f"edge {e!r} does not have two ends. Fix: edges are (source, target)")
-            edges.append((_as_str(e[0]), _as_str(e[1])))
+            if not isinstance(e, (tuple, list, np.ndarray)) or len(e) != 2:
+                raise node_error(GraphError, where, "edges", f"edge {e!r} does not have two ends",
+                                 "edges are (source, target) pairs of node names")
+            edges.append((_as_str(e[0], where), _as_str(e[1], where)))
         meta = graph.metadata if isinstance(graph.metadata, Mapping) else {}
-        return cls(nodes, edges, meta, _nested=_nested)
+        return cls(nodes, edges, meta, _nested=_nested, _prefix=_prefix)
 
     def to_nir(self) -> nir.NIRGraph:
         """A fresh ``nir.NIRGraph`` with this graph's nodes, edges and metadata."""
@@ -253,10 +282,13 @@ class Graph:
         return self.plan[name].output_shape
 
     def equals(self, other: Graph) -> bool:
-        """Bit-exact equality of nodes (parameters with dtypes), edges and metadata."""
+        """Bit-exact equality of nodes (parameters with dtypes), edges and metadata.
+
+        Nodes compare by name, not by their order in the mapping: a NIR file keeps nodes sorted by
+        name, so ``nb.load(path)`` after ``nb.save(g, path)`` equals ``g``. Edges compare in order."""
         return (
             isinstance(other, Graph)
-            and list(self._nodes) == list(other._nodes)
+            and set(self._nodes) == set(other._nodes)
             and all(self._nodes[k].equals(other._nodes[k]) for k in self._nodes)
             and self._edges == other._edges
             and _values_equal(self._metadata, other._metadata)
@@ -295,57 +327,74 @@ class Graph:
 
     # ------------------------------------------------------------------ validation
     def _check_structure(self) -> None:
+        pre = self._prefix
+        where = pre.rstrip(".") or ROOT
         if not self._nodes:
-            raise GraphError("the graph has no nodes. Fix: add at least an Input, a node and an Output")
+            raise node_error(GraphError, where, "nodes", "the graph has no nodes",
+                             "add at least an Input, a node and an Output")
         for name, node in self._nodes.items():
             if not isinstance(name, str) or not name:
-                raise GraphError(f"node name {name!r} is not a non-empty string. Fix: rename it")
+                raise node_error(GraphError, f"{pre}{name!r}", "nodes", f"node name {name!r} is not a non-empty "
+                                 "string", "name nodes by strings")
+            if not isinstance(node, Node) or node.name != name:
+                raise node_error(GraphError, pre + name, "nodes", f"{node!r} is not a Node named {name!r}",
+                                 "build graphs with Graph.from_nir")
             if node.subgraph is None:
-                _check_params(name, node)
+                check_params(pre + name, node.spec, node.params)
         seen = set()
         for a, b in self._edges:
             for end, role in ((a, "source"), (b, "target")):
                 if not _resolvable(self._nodes, end):
                     raise node_error(
-                        GraphError, end, None,
+                        GraphError, pre + end, "edges",
                         f"edge ({a!r}, {b!r}) names {role} {end!r}, which is not a node of the graph "
                         f"(nodes: {list(self._nodes)})",
                         "add the node or remove the edge",
                     )
             if (a, b) in seen:
-                raise node_error(GraphError, b, None, f"edge ({a!r}, {b!r}) appears twice",
+                raise node_error(GraphError, pre + b, "edges", f"edge ({a!r}, {b!r}) appears twice",
                                  "remove the duplicate edge")
             seen.add((a, b))
             if a in self._nodes and self._nodes[a].type == "Output":
-                raise node_error(GraphError, a, None, f"edge ({a!r}, {b!r}) leaves an Output node",
+                raise node_error(GraphError, pre + a, "edges", f"edge ({a!r}, {b!r}) leaves an Output node",
                                  "Output nodes end the graph: connect from the node feeding it")
             if b in self._nodes and self._nodes[b].type == "Input":
-                raise node_error(GraphError, b, None, f"edge ({a!r}, {b!r}) enters an Input node",
+                raise node_error(GraphError, pre + b, "edges", f"edge ({a!r}, {b!r}) enters an Input node",
                                  "Input nodes start the graph: connect to the node it feeds")
         if not self.inputs:
-            raise GraphError("the graph has no Input node. Fix: add nir.Input(input_type=...) and an edge from it")
+            targets = {b for _, b in self._edges}
+            heads = [n for n in self._nodes if n not in targets]
+            raise node_error(GraphError, where, "nodes",
+                             f"the graph has no Input node (nodes without incoming edges: {heads})",
+                             f"add nir.Input(input_type=...) and an edge from it to {heads[0] if heads else 'a node'}")
         if not self.outputs:
-            raise GraphError("the graph has no Output node. Fix: add nir.Output(output_type=...) and an edge to it")
+            sources = {a for a, _ in self._edges}
+            tails = [n for n in self._nodes if n not in sources]
+            tail = tails[0] if tails else "a node"
+            raise node_error(GraphError, where, "nodes",
+                             f"the graph has no Output node (nodes without outgoing edges: {tails})",
+                             f"add nir.Output(output_type=...) and an edge to it from {tail}")
 
 
-def _as_str(x: Any) -> str:
+def _as_str(x: Any, where: str) -> str:
     if isinstance(x, bytes):
         return x.decode("utf8")
     if not isinstance(x, str):
-        raise GraphError(f"edge end {x!r} is not a node name (a string). Fix: name nodes by strings")
-    return x
+        raise node_error(GraphError, where, "edges", f"edge end {x!r} is not a node name (a string)",
+                         "name edge ends by node names")
+    return str(x)
 
 
 def _fmt(shape: Shape | None) -> str:
     return "?" if shape is None else "x".join(str(d) for d in shape) or "()"
 
 
-def _node_from_nir(name: str, obj: Any) -> Node:
+def _node_from_nir(name: str, obj: Any, prefix: str = "") -> Node:
     if isinstance(obj, nir.NIRGraph):
-        sub = Graph.from_nir(obj, _nested=True)
+        sub = Graph.from_nir(obj, _nested=True, _prefix=prefix + name + ".")
         meta = obj.metadata if isinstance(obj.metadata, Mapping) else {}
         return Node(name, SUBGRAPH, MappingProxyType({}), _freeze(dict(meta)), sub)
-    spec = spec_for_nir(obj, name)
+    spec = spec_for_nir(obj, prefix + name)
     params = {}
     for f in spec.fields:
         params[f] = _freeze(getattr(obj, f))
@@ -354,42 +403,16 @@ def _node_from_nir(name: str, obj: Any) -> Node:
     return Node(name, spec.type, MappingProxyType(params), _freeze(dict(meta)))
 
 
-def _check_params(name: str, node: Node) -> None:
-    spec = node.spec
-    for f in spec.fields:
-        if f not in node.params or (node.params[f] is None and f not in _OPTIONAL):
-            raise node_error(ParameterError, name, f, f"{spec.type} parameter {f!r} is missing",
-                             f"give {f} as a NumPy array")
-    for f in spec.float_params:
-        v = node.params[f]
-        if not isinstance(v, (np.ndarray, np.generic)):
-            raise node_error(ParameterError, name, f, f"is a {type(v).__name__}, not a NumPy array",
-                             f"pass np.asarray(...) for {f}")
-        if v.dtype.kind not in "fiu":
-            raise node_error(ParameterError, name, f, f"has dtype {v.dtype}, not a real number type",
-                             "use a float32 or float64 array")
-        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
-            bad = np.argwhere(~np.isfinite(np.asarray(v)))
-            raise node_error(ParameterError, name, f,
-                             f"holds NaN or inf (first at index {tuple(int(i) for i in bad[0])})",
-                             "replace non-finite values")
-    if spec.type in ("LI", "LIF", "CubaLI", "CubaLIF"):
-        for f in ("tau", "tau_mem", "tau_syn"):
-            if f in node.params and np.any(np.asarray(node.params[f]) <= 0):
-                raise node_error(ParameterError, name, f, "holds a time constant <= 0",
-                                 "time constants are positive, in seconds")
-    if spec.type == "Delay" and np.any(np.asarray(node.params["delay"]) < 0):
-        raise node_error(ParameterError, name, "delay", "holds a negative delay", "delays are >= 0 seconds")
-    spec.expected_input(name, node.params)  # shape consistency of the parameters themselves
+def _nested_candidates(nodes: Mapping[str, Node], end: str) -> list[str]:
+    """Nested graphs whose name is a dotted prefix of ``end``, longest name first."""
+    return sorted((s for s, node in nodes.items() if node.subgraph is not None and end.startswith(s + ".")),
+                  key=len, reverse=True)
 
 
 def _resolvable(nodes: Mapping[str, Node], end: str) -> bool:
     if end in nodes:
         return True
-    for s, node in nodes.items():
-        if node.subgraph is not None and end.startswith(s + "."):
-            return _resolvable(node.subgraph.nodes, end[len(s) + 1 :])
-    return False
+    return any(_resolvable(nodes[s].subgraph.nodes, end[len(s) + 1 :]) for s in _nested_candidates(nodes, end))
 
 
 def _replace(g: Graph, params: dict, prefix: str) -> Graph:
@@ -405,13 +428,15 @@ def _replace(g: Graph, params: dict, prefix: str) -> Graph:
                 if k not in new:
                     raise node_error(ParameterError, flat, k, f"{node.type} has no parameter {k!r}",
                                      f"use one of {list(new)}")
-                new[k] = _freeze(np.asarray(v) if not isinstance(v, np.ndarray) else v)
+                new[k] = _freeze(v if isinstance(v, (np.ndarray, np.generic, Mapping, str)) or v is None
+                                 else np.asarray(v))
             nodes[name] = Node(name, node.type, MappingProxyType(new), node.metadata)
         else:
             nodes[name] = node
     if not prefix and params:
-        raise GraphError(f"no nodes named {sorted(params)} in the graph. Fix: use flat names from graph.plan.names")
-    return Graph(nodes, g.edges, g.metadata, _nested=bool(prefix))
+        raise node_error(GraphError, sorted(params)[0], None, f"no nodes named {sorted(params)} in the graph",
+                         "use flat names from graph.plan.names")
+    return Graph(nodes, g.edges, g.metadata, _nested=bool(prefix), _prefix=prefix)
 
 
 # ---------------------------------------------------------------------- the execution plan
@@ -422,7 +447,7 @@ def _flatten(g: Graph, prefix: str, flat: dict, edges: list, owner: dict, top: b
             _flatten(node.subgraph, fname + ".", flat, edges, owner, top=False)
             continue
         if fname in flat:
-            raise node_error(GraphError, fname, None,
+            raise node_error(GraphError, fname, "nodes",
                              f"two nodes have the flat name {fname!r} (a dotted name clashes with a nested node)",
                              "rename one of them")
         role = "compute"
@@ -441,20 +466,27 @@ def _resolve(nodes: Mapping[str, Node], prefix: str, end: str, role: str) -> str
         cands = node.subgraph.inputs if role == "target" else node.subgraph.outputs
         kind = "Input" if role == "target" else "Output"
         if len(cands) != 1:
-            raise node_error(GraphError, prefix + end, None,
+            raise node_error(GraphError, prefix + end, "edges",
                              f"an edge uses nested graph {end!r} as {role} but it has {len(cands)} {kind} nodes "
                              f"{cands}", f"name one in the edge, e.g. '{end}.{cands[0] if cands else kind}'")
         return _resolve(node.subgraph.nodes, prefix + end + ".", cands[0], role)
-    for s, node in nodes.items():
-        if node.subgraph is not None and end.startswith(s + "."):
-            return _resolve(node.subgraph.nodes, prefix + s + ".", end[len(s) + 1 :], role)
-    raise node_error(GraphError, prefix + end, None, "edge end does not name a node", "fix the edge")
+    for s in _nested_candidates(nodes, end):
+        if _resolvable(nodes[s].subgraph.nodes, end[len(s) + 1 :]):
+            return _resolve(nodes[s].subgraph.nodes, prefix + s + ".", end[len(s) + 1 :], role)
+    raise node_error(GraphError, prefix + end, "edges", "edge end does not name a node", "fix the edge")
 
 
 def _build_plan(g: Graph) -> Plan:
     flat: dict[str, tuple[Node, str]] = {}
     edges: list[tuple[str, str]] = []
     _flatten(g, "", flat, edges, {}, top=True)
+    seen: set[tuple[str, str]] = set()
+    for a, b in edges:  # e.g. ("a", "sub") and ("a", "sub.input"): one edge, summed twice
+        if (a, b) not in seen:
+            seen.add((a, b))
+            continue
+        raise node_error(GraphError, b, "edges", f"two edges resolve to the same edge {a!r} -> {b!r} (one names "
+                         "a nested graph, the other its Input or Output)", "remove one of them")
     succ: dict[str, list[str]] = {n: [] for n in flat}
     pred: dict[str, list[str]] = {n: [] for n in flat}
     for a, b in edges:
@@ -490,7 +522,7 @@ def _build_plan(g: Graph) -> Plan:
     unreachable = [n for n in flat if n not in state]
     if unreachable:
         n = unreachable[0]
-        raise node_error(GraphError, n, None,
+        raise node_error(GraphError, n, "edges",
                          f"no path from any Input reaches it ({len(unreachable)} such nodes: {unreachable[:5]})",
                          "connect it to an Input or remove it")
     _check_cycles(flat, edges)
@@ -500,18 +532,18 @@ def _build_plan(g: Graph) -> Plan:
     for a, b in edges:
         if (a, b) not in recurrent:
             fwd_in[b] += 1
-    ready = sorted((n for n in flat if fwd_in[n] == 0), key=order_index.__getitem__)
+    ready = [(order_index[n], n) for n in flat if fwd_in[n] == 0]
+    heapq.heapify(ready)
     topo: list[str] = []
     while ready:
-        n = ready.pop(0)
+        _, n = heapq.heappop(ready)
         topo.append(n)
         for m in succ[n]:
             if (n, m) in recurrent:
                 continue
             fwd_in[m] -= 1
             if fwd_in[m] == 0:
-                ready.append(m)
-                ready.sort(key=order_index.__getitem__)
+                heapq.heappush(ready, (order_index[m], m))
 
     # shapes, in execution order
     out_shape: dict[str, Shape] = {}
@@ -537,7 +569,7 @@ def _build_plan(g: Graph) -> Plan:
         expected = spec.expected_input(n, node.params)
         if expected is not None and tuple(expected) != in_shape:
             src = ", ".join(f"{a} {_fmt(s)}" for a, s in fwd.items())
-            raise node_error(ShapeError, n, _shape_field(spec),
+            raise node_error(ShapeError, n, _shape_field(spec, tuple(expected), in_shape),
                              f"{node.type} expects input shape {_fmt(expected)} but receives {_fmt(in_shape)} "
                              f"from {src}", "make the parameter shapes match the incoming shape")
         o = spec.output_shape(n, node.params, in_shape)
@@ -552,17 +584,27 @@ def _build_plan(g: Graph) -> Plan:
     return Plan(tuple(steps), tuple(inputs), tuple(outputs), tuple(sorted(recurrent)))
 
 
-def _shape_field(spec: NodeSpec) -> str:
-    if spec.type in ("Input", "Output"):
-        return spec.fields[0]
+def _shape_field(spec: NodeSpec, expected: Shape, got: Shape) -> str:
+    """The field that fixes the input shape a node expects, for an error message."""
+    if spec.type in ("Input", "Output", "Flatten"):
+        return "output_type" if spec.type == "Output" else "input_type"
+    if spec.type in ("Conv1d", "Conv2d"):  # channels come from the weight, sizes from input_shape
+        return "weight" if len(expected) != len(got) or expected[0] != got[0] else "input_shape"
     return spec.float_params[0] if spec.float_params else "input"
 
 
 def _check_cycles(flat: Mapping[str, tuple[Node, str]], edges: Sequence[tuple[str, str]]) -> None:
-    """Every cycle must pass through a node with state; a cycle of stateless nodes has no meaning."""
+    """Every cycle must pass through a node with state; a cycle of stateless nodes has no meaning.
+
+    So the graph restricted to the stateless nodes must be acyclic (checking strongly connected
+    components of the whole graph is not enough: a neuron in one loop would hide a stateless loop
+    beside it)."""
+    stateless = {n for n, (node, _) in flat.items() if not node.spec.stateful}
+    flat = {n: v for n, v in flat.items() if n in stateless}
     succ: dict[str, list[str]] = {n: [] for n in flat}
     for a, b in edges:
-        succ[a].append(b)
+        if a in stateless and b in stateless:
+            succ[a].append(b)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on: set[str] = set()
@@ -599,9 +641,8 @@ def _check_cycles(flat: Mapping[str, tuple[Node, str]], edges: Sequence[tuple[st
                     comp.append(w)
                     if w == v:
                         break
-                cyclic = len(comp) > 1 or v in succ[v]
-                if cyclic and not any(flat[c][0].spec.stateful for c in comp):
-                    raise node_error(GraphError, sorted(comp)[0], None,
+                if len(comp) > 1 or v in succ[v]:
+                    raise node_error(GraphError, sorted(comp)[0], "edges",
                                      f"the cycle through {sorted(comp)} has no node with state, so it has no "
                                      "defined value", "put a neuron or a Delay inside the loop")
             if work:

@@ -45,6 +45,9 @@ class Ops:
     def expm1(self, x):
         raise NotImplementedError
 
+    def floor(self, x):  # rounding towards -inf, elementwise (Dynamics(spikes="count"))
+        raise NotImplementedError
+
     def where(self, cond, a, b):
         raise NotImplementedError
 
@@ -104,6 +107,7 @@ def _scale_step(ops, c, s, state, x):
 
 
 def _threshold_static(step, dyn):
+    dyn = dyn.for_type(step.node.type)
     return dict(inclusive=dyn.threshold == ">=", surrogate=dyn.surrogate, slope=dyn.surrogate_slope)
 
 
@@ -145,24 +149,74 @@ def _pool_step(ops, c, s, state, x):
 
 # ---------------------------------------------------------------- neurons
 def _neuron_static(step, dyn):
-    return dict(
+    dyn = dyn.for_type(step.node.type)
+    s = dict(
         method=dyn.method, reset=dyn.reset, inclusive=dyn.threshold == ">=", synapse=dyn.synapse,
         surrogate=dyn.surrogate, slope=dyn.surrogate_slope, dt=dyn.dt, shape=tuple(step.input_shape),
+        timing=dyn.reset_timing, voltage=dyn.stored_voltage, count=dyn.spikes == "count",
+        gain=dyn.input_gain, v0=None,
     )
+    if dyn.v_init != "zero" and step.node.params.get(dyn.v_init) is not None:
+        # the initial voltage is the parameter's value in the graph (init has no access to the params pytree)
+        s["v0"] = np.array(step.node.params[dyn.v_init])  # a writable copy (torch warns on read-only arrays)
+    return s
+
+
+def _v0(ops, s, batch, dtype):
+    v = ops.zeros(tuple(batch) + s["shape"], dtype)
+    return v if s.get("v0") is None else v + ops.const(s["v0"], like=v)
 
 
 def _v_state(ops, s, batch, dtype):
-    return {"v": ops.zeros(tuple(batch) + s["shape"], dtype)}
+    return {"v": _v0(ops, s, batch, dtype)}
 
 
-def _fire(ops, c, s, v):
-    """Spike test on the updated voltage and the reset, in the same step (exact in 0/1 arithmetic)."""
-    z = ops.spike(v, c["v_threshold"], s["inclusive"], s["surrogate"], s["slope"])
+def _spikes(ops, c, s, v):
+    """``(z, n)``: the 0/1 spike of voltage ``v`` and what the node emits and subtracts (``n = z``,
+    or with ``spikes="count"`` the number of thresholds ``v`` holds)."""
+    thr = c["v_threshold"]
+    z = ops.spike(v, thr, s["inclusive"], s["surrogate"], s["slope"])
+    if not s["count"]:
+        return z, z
+    one = ops.const(1.0, like=v)
+    q = v / thr
+    if s["inclusive"]:  # v >= thr: floor(v / thr) >= 1 (correctly rounded division is monotone)
+        k = ops.floor(q)
+    else:  # v > thr: the thresholds strictly below v, at least 1 (v / thr may round to exactly 1)
+        k = -ops.floor(-q) - one
+        k = ops.where(k < one, one, k)
+    return z, z * ops.where(z > 0, k, one)
+
+
+def _reset(ops, c, s, v, z, n):
     if s["reset"] == "zero":
-        v = v * (1 - z) + z * c["v_reset"]
-    else:
-        v = v - z * c["v_threshold"]
-    return z, v
+        return v * (1 - z) + z * c["v_reset"]
+    return v - n * c["v_threshold"]
+
+
+def _fire(ops, c, s, state, update):
+    """Spike test, reset and output of a spiking node; ``update(v) -> (new state, v')`` is the
+    node's update of the voltage (and current) from voltage ``v`` on this step's input.
+
+    Default (``voltage="post"``, ``reset_timing="same"``): update, spike test on the updated voltage,
+    reset in the same step (exact in 0/1 arithmetic). The other settings are in :mod:`nirbridge.dynamics`
+    (``output_delay`` is not the node's: :mod:`nirbridge.program` delays its outgoing edges).
+    """
+    v = state["v"]
+    if s["voltage"] == "post":
+        new, v = update(v)
+        z, n = _spikes(ops, c, s, v)
+        new["v"] = _reset(ops, c, s, v, z, n)
+        return new, n
+    # the state holds the pre-reset voltage: the previous step's spike is recomputed from it
+    z_prev, n_prev = _spikes(ops, c, s, v)
+    if s["timing"] == "same":  # reset first, then the update, as "post" does one step earlier
+        new, v = update(_reset(ops, c, s, v, z_prev, n_prev))
+    else:  # late: the update first, then the previous step's reset
+        new, v = update(v)
+        v = _reset(ops, c, s, v, z_prev, n_prev)
+    new["v"] = v
+    return new, _spikes(ops, c, s, v)[1]
 
 
 def _leaky_prepare(ops, p, s, dyn):
@@ -176,6 +230,10 @@ def _leaky_prepare(ops, p, s, dyn):
 
 
 def _leaky_update(c, s, v, x):
+    if s["gain"] == "unit":
+        if s["method"] == "euler":
+            return v + c["k"] * (c["v_leak"] - v) + x
+        return c["v_leak"] + (v - c["v_leak"]) * c["a"] + x
     if s["method"] == "euler":
         return v + c["k"] * (c["v_leak"] - v + c["r"] * x)
     u = c["v_leak"] + c["r"] * x
@@ -188,8 +246,7 @@ def _li_step(ops, c, s, state, x):
 
 
 def _lif_step(ops, c, s, state, x):
-    z, v = _fire(ops, c, s, _leaky_update(c, s, state["v"], x))
-    return {"v": v}, z
+    return _fire(ops, c, s, state, lambda v: ({}, _leaky_update(c, s, v, x)))
 
 
 def _integrator_prepare(ops, p, s, dyn):
@@ -198,14 +255,17 @@ def _integrator_prepare(ops, p, s, dyn):
     return c
 
 
+def _integrate(c, s, v, x):
+    return v + x if s["gain"] == "unit" else v + c["k"] * x
+
+
 def _i_step(ops, c, s, state, x):
-    v = state["v"] + c["k"] * x
+    v = _integrate(c, s, state["v"], x)
     return {"v": v}, v
 
 
 def _if_step(ops, c, s, state, x):
-    z, v = _fire(ops, c, s, state["v"] + c["k"] * x)
-    return {"v": v}, z
+    return _fire(ops, c, s, state, lambda v: ({}, _integrate(c, s, v, x)))
 
 
 def _cuba_prepare(ops, p, s, dyn):
@@ -218,19 +278,31 @@ def _cuba_prepare(ops, p, s, dyn):
         c["ks"], c["km"] = ks, km
         return c
     c["as"], c["am"] = ops.exp(-ks), ops.exp(-km)
-    if s["synapse"] == "simultaneous":
+    if s["synapse"] == "simultaneous" and s["gain"] == "nir":
         # exact coupled solution: v gains r * (i - w_in x) * g over the step, with
-        # g = (dt/tau_mem) a_m phi(d), d = dt (1/tau_mem - 1/tau_syn), phi(d) = expm1(d)/d (1 at 0)
+        # g = (dt/tau_mem) (a_s - a_m) / d, d = dt (1/tau_mem - 1/tau_syn), written without overflow as
+        # g = (dt/tau_mem) exp(-min(ks, km)) phi(-|d|), phi(y) = expm1(y)/y (1 at 0, in (0, 1] for y <= 0)
         d = km - ks
-        zero = d == 0
-        safe = ops.where(zero, ops.const(1.0, like=d), d)
+        pos = d > 0
+        lead = ops.where(pos, c["as"], c["am"])  # exp(-min(ks, km))
+        nd = ops.where(pos, -d, d)  # -|d|
+        zero = nd == 0
+        safe = ops.where(zero, ops.const(-1.0, like=d), nd)
         phi = ops.where(zero, ops.const(1.0, like=d), ops.expm1(safe) / safe)
-        c["g"] = km * c["am"] * phi
+        c["g"] = km * lead * phi
     return c
 
 
 def _cuba_update(c, s, state, x):
     i, v = state["i"], state["v"]
+    if s["gain"] == "unit":  # decay, then add the input unscaled (Spyx)
+        if s["method"] == "euler":
+            i_new = i - c["ks"] * i + x
+            drive = i_new if s["synapse"] == "current_first" else i
+            return i_new, v + c["km"] * (c["v_leak"] - v) + drive
+        i_new = i * c["as"] + x
+        drive = i_new if s["synapse"] == "current_first" else i
+        return i_new, c["v_leak"] + (v - c["v_leak"]) * c["am"] + drive
     if s["method"] == "euler":
         i_new = i + c["ks"] * (c["w_in"] * x - i)
         drive = i_new if s["synapse"] == "current_first" else i
@@ -246,8 +318,7 @@ def _cuba_update(c, s, state, x):
 
 
 def _cuba_init(ops, s, batch, dtype):
-    shape = tuple(batch) + s["shape"]
-    return {"i": ops.zeros(shape, dtype), "v": ops.zeros(shape, dtype)}
+    return {"i": ops.zeros(tuple(batch) + s["shape"], dtype), **_v_state(ops, s, batch, dtype)}
 
 
 def _cubali_step(ops, c, s, state, x):
@@ -256,9 +327,11 @@ def _cubali_step(ops, c, s, state, x):
 
 
 def _cubalif_step(ops, c, s, state, x):
-    i, v = _cuba_update(c, s, state, x)
-    z, v = _fire(ops, c, s, v)
-    return {"i": i, "v": v}, z
+    def update(v):
+        i, v = _cuba_update(c, s, {"i": state["i"], "v": v}, x)
+        return {"i": i}, v
+
+    return _fire(ops, c, s, state, update)
 
 
 # ---------------------------------------------------------------- delay
@@ -301,7 +374,10 @@ def _delay_step(ops, c, s, state, x):
     if s["depth"] == 0:
         return state, x
     full = ops.concat1(x[:, None], state["buffer"])  # full[:, k] = x(t - k)
-    y = full[:, s["steps"]] if s["uniform"] else ops.sum1(full * c["mask"])
+    if s["uniform"]:
+        y = full[:, s["steps"]]
+    else:  # select with where, not full * mask: 0 * inf would turn one buffered inf into NaN
+        y = ops.sum1(ops.where(c["mask"] > 0, full, ops.const(0.0, like=full)))
     return {"buffer": full[:, : s["depth"]]}, y
 
 

@@ -8,7 +8,7 @@ nirbridge looks node types up here; nothing dispatches on an if/elif chain of ty
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import ParameterError, ShapeError, UnknownNodeError, node_error
 
-__all__ = ["NodeSpec", "NODE_SPECS", "get_spec", "register_node", "spec_for_nir"]
+__all__ = ["NodeSpec", "NODE_SPECS", "check_params", "get_spec", "register_node", "spec_for_nir"]
 
 Shape = tuple[int, ...]
 
@@ -67,7 +67,7 @@ def _same_shape(*names: str):
     def expected(node: str, p: Mapping[str, Any]) -> Shape:
         ref = _shape(p[names[0]])
         for n in names[1:]:
-            if _shape(p[n]) != ref:
+            if p.get(n) is not None and _shape(p[n]) != ref:
                 raise node_error(
                     ShapeError,
                     node,
@@ -80,11 +80,44 @@ def _same_shape(*names: str):
     return expected
 
 
-def _pair(v: Any, n: int = 2) -> tuple[int, ...]:
-    a = np.asarray(v).reshape(-1)
-    if a.size == 1:
-        return (int(a[0]),) * n
-    return tuple(int(x) for x in a)
+def _ints(node: str, field: str, v: Any) -> tuple[int, ...]:
+    """The whole numbers in ``v`` (an int, a NumPy integer scalar or array, a sequence of ints).
+
+    Floats are accepted only where they hold whole numbers (some exporters write ``2.0``); anything
+    else (a string, ``None``, ``2.5``, a bool) is a :class:`ParameterError` naming node and field.
+    """
+    bad = None
+    if v is None or isinstance(v, (bool, np.bool_, str, bytes, Mapping)):
+        bad = f"holds {v!r}"
+    else:
+        try:
+            a = np.asarray(v)
+        except (TypeError, ValueError) as e:
+            a, bad = None, f"holds {v!r} ({e})"
+        if a is not None:
+            if a.dtype.kind in "iu":
+                return tuple(int(x) for x in a.reshape(-1))
+            if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+                return tuple(int(x) for x in a.reshape(-1))
+            bad = f"holds {v!r} of dtype {a.dtype}"
+    raise node_error(ParameterError, node, field, f"{bad}, not whole numbers", f"store {field} as integers")
+
+
+def _int(node: str, field: str, v: Any) -> int:
+    vals = _ints(node, field, v)
+    if len(vals) != 1:
+        raise node_error(ParameterError, node, field, f"holds {len(vals)} values, expected one integer",
+                         f"store {field} as a single integer")
+    return vals[0]
+
+
+def _pair(node: str, field: str, v: Any, n: int = 2) -> tuple[int, ...]:
+    a = _ints(node, field, v)
+    if len(a) == 1:
+        return a * n
+    if len(a) != n:
+        raise node_error(ShapeError, node, field, f"{len(a)} values for {n} spatial dims", f"give {n} values")
+    return a
 
 
 def _conv_padding(node: str, p: Mapping[str, Any], nd: int, kernel: Shape, dilation) -> tuple:
@@ -106,11 +139,9 @@ def _conv_padding(node: str, p: Mapping[str, Any], nd: int, kernel: Shape, dilat
         raise node_error(
             ParameterError, node, "padding", f"unknown padding {pad!r}", "use 'same', 'valid' or ints"
         )
-    pads = _pair(pad, nd)
-    if len(pads) != nd:
-        raise node_error(
-            ShapeError, node, "padding", f"{len(pads)} values for {nd} spatial dims", f"give {nd} values"
-        )
+    pads = _pair(node, "padding", pad, nd)
+    if min(pads) < 0:
+        raise node_error(ParameterError, node, "padding", f"padding {pads} is negative", "use padding >= 0")
     return tuple((q, q) for q in pads)
 
 
@@ -126,18 +157,17 @@ def conv_geometry(node: str, p: Mapping[str, Any], nd: int) -> dict:
             "store the weight in PyTorch layout",
         )
     kernel = tuple(int(k) for k in w.shape[2:])
-    stride = _pair(p["stride"], nd)
-    dilation = _pair(p["dilation"], nd)
-    groups = int(np.asarray(p["groups"]).reshape(-1)[0])
+    stride = _pair(node, "stride", p["stride"], nd)
+    dilation = _pair(node, "dilation", p["dilation"], nd)
+    groups = _int(node, "groups", p["groups"])
     if groups < 1 or w.shape[0] % groups:
         raise node_error(
             ParameterError, node, "groups", f"groups={groups} does not divide C_out={w.shape[0]}",
             "use a positive divisor of the number of output channels",
         )
-    if any(s < 1 for s in stride) or any(d < 1 for d in dilation):
-        raise node_error(
-            ParameterError, node, "stride", "stride and dilation must be >= 1", "fix the values"
-        )
+    for f, vals in (("stride", stride), ("dilation", dilation)):
+        if min(vals) < 1:
+            raise node_error(ParameterError, node, f, f"{f} {vals} has a value < 1", f"use {f} >= 1")
     padding = _conv_padding(node, p, nd, kernel, dilation)
     return dict(kernel=kernel, stride=stride, dilation=dilation, groups=groups, padding=padding)
 
@@ -154,7 +184,13 @@ def _conv_expected(nd: int):
             )
         if p.get("input_shape") is None:
             return None
-        spatial = _pair(p["input_shape"], nd)
+        if nd == 1 and np.ndim(p["input_shape"]) != 0:  # nir.Conv1d takes one int, nothing else
+            raise node_error(ShapeError, node, "input_shape", f"input_shape {p['input_shape']!r} is not one integer",
+                             "give the input length as a single integer")
+        spatial = _ints(node, "input_shape", p["input_shape"])
+        if len(spatial) != nd or min(spatial) < 1:
+            raise node_error(ShapeError, node, "input_shape", f"input_shape {spatial} is not {nd} positive sizes",
+                             f"give the {nd} spatial sizes of the input (without channels)")
         return (int(w.shape[1]) * g["groups"], *spatial)
 
     return expected
@@ -186,18 +222,18 @@ def _conv_output(nd: int):
 
 
 def pool_geometry(node: str, p: Mapping[str, Any]) -> dict:
-    kernel = _pair(p["kernel_size"])
-    stride = _pair(p["stride"])
-    padding = _pair(p["padding"])
-    if len(kernel) != 2 or len(stride) != 2 or len(padding) != 2:
-        raise node_error(
-            ShapeError, node, "kernel_size", "2D pooling needs two values per field", "give (h, w)"
-        )
-    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
-        raise node_error(
-            ParameterError, node, "kernel_size", "kernel and stride must be >= 1, padding >= 0", "fix them"
-        )
+    kernel = _pair(node, "kernel_size", p["kernel_size"])
+    stride = _pair(node, "stride", p["stride"])
+    padding = _pair(node, "padding", p["padding"])
+    for f, vals, lo in (("kernel_size", kernel, 1), ("stride", stride, 1), ("padding", padding, 0)):
+        if min(vals) < lo:
+            raise node_error(ParameterError, node, f, f"{f} {vals} has a value < {lo}", f"use {f} >= {lo}")
     return dict(kernel=kernel, stride=stride, padding=padding)
+
+
+def _pool_expected(node: str, p: Mapping[str, Any]) -> None:
+    pool_geometry(node, p)  # validates the fields; any (C, H, W) input fits
+    return None
 
 
 def _pool_output(node: str, p: Mapping[str, Any], s: Shape) -> Shape:
@@ -219,8 +255,8 @@ def _pool_output(node: str, p: Mapping[str, Any], s: Shape) -> Shape:
 
 def flatten_dims(node: str, p: Mapping[str, Any], s: Shape) -> tuple[int, int]:
     nd = len(s)
-    start = int(np.asarray(p["start_dim"]))
-    end = int(np.asarray(p["end_dim"]))
+    start = _int(node, "start_dim", p["start_dim"])
+    end = _int(node, "end_dim", p["end_dim"])
     a = start + nd if start < 0 else start
     b = end + nd if end < 0 else end
     if not (0 <= a <= b < nd):
@@ -233,18 +269,20 @@ def flatten_dims(node: str, p: Mapping[str, Any], s: Shape) -> tuple[int, int]:
 
 
 def _flatten_expected(node: str, p: Mapping[str, Any]) -> Shape | None:
+    _int(node, "start_dim", p["start_dim"])
+    _int(node, "end_dim", p["end_dim"])
     it = p.get("input_type")
     shape = it.get("input") if isinstance(it, Mapping) else it
-    return None if shape is None else _shape_tuple(shape)
+    if shape is None:
+        return None
+    shp = _ints(node, "input_type", shape)
+    flatten_dims(node, p, shp)  # the dims must fit the declared input shape
+    return shp
 
 
 def _flatten_output(node: str, p: Mapping[str, Any], s: Shape) -> Shape:
     a, b = flatten_dims(node, p, s)
     return (*s[:a], int(np.prod(s[a : b + 1])), *s[b + 1 :])
-
-
-def _shape_tuple(x: Any) -> Shape:
-    return tuple(int(d) for d in np.asarray(x).reshape(-1))
 
 
 def _dense_expected(node: str, p: Mapping[str, Any]) -> Shape:
@@ -274,7 +312,7 @@ def _io_expected(key: str, sub: str):
         shape = t.get(sub) if isinstance(t, Mapping) else t
         if shape is None:
             return None
-        shp = _shape_tuple(shape)
+        shp = _ints(node, key, shape)
         if any(d < 1 for d in shp):
             raise node_error(
                 ShapeError, node, key, f"shape {shp} has a non-positive size", "give positive sizes"
@@ -360,10 +398,56 @@ for _nd in (1, 2):
         )
     )
 for _t, _eq in (("SumPool2d", "y = sum over each window"), ("AvgPool2d", "y = mean over each window")):
-    register_node(_spec(_t, ("kernel_size", "stride", "padding"), output_shape=_pool_output, equation=_eq))
+    register_node(_spec(_t, ("kernel_size", "stride", "padding"), expected_input=_pool_expected,
+                        output_shape=_pool_output, equation=_eq))
 
 #: The nested-graph pseudo type (a NIRGraph node inside a graph); handled by ``Graph`` itself.
 SUBGRAPH = "NIRGraph"
+
+
+#: fields a node may leave as None (nir leaves them unset when it cannot infer them)
+OPTIONAL_FIELDS = frozenset({"input_shape", "input_type", "output_type"})
+_TIME_CONSTANTS = ("tau", "tau_mem", "tau_syn")
+
+
+def check_params(node: str, spec: NodeSpec, params: Mapping[str, Any], *, missing_ok: Iterable[str] = ()) -> None:
+    """Validate one node's parameters; raise an error that names the node and the field.
+
+    Checks, in order: every field of ``spec`` is present (``missing_ok`` may be absent, and the
+    :data:`OPTIONAL_FIELDS` may be None); float parameters are NumPy arrays of real numbers, finite;
+    time constants are > 0 and delays >= 0; integer fields hold whole numbers; the parameter shapes
+    fit together (``spec.expected_input``).
+    """
+    missing_ok = set(missing_ok)
+    for f in spec.fields:
+        if f in missing_ok and f not in params:
+            continue
+        if f not in params or (params[f] is None and f not in OPTIONAL_FIELDS):
+            raise node_error(ParameterError, node, f, f"{spec.type} parameter {f!r} is missing",
+                             f"give {f} as a NumPy array")
+    for f in spec.float_params:
+        if f not in params:
+            continue
+        v = params[f]
+        if not isinstance(v, (np.ndarray, np.generic)):
+            raise node_error(ParameterError, node, f, f"is a {type(v).__name__} ({v!r:.60}), not a NumPy array",
+                             f"pass np.asarray(...) for {f}")
+        if v.dtype.kind not in "fiu":
+            raise node_error(ParameterError, node, f, f"has dtype {v.dtype}, not a real number type",
+                             "use a float32 or float64 array")
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+            bad = np.argwhere(~np.isfinite(np.atleast_1d(v)))[0]
+            first = np.atleast_1d(v)[tuple(bad)]
+            raise node_error(ParameterError, node, f,
+                             f"holds {first} (non-finite; first at index {tuple(int(i) for i in bad)})",
+                             "replace NaN and inf by finite values")
+        if f in _TIME_CONSTANTS and np.any(v <= 0):
+            raise node_error(ParameterError, node, f, f"holds a time constant <= 0 (min {np.min(v)})",
+                             "time constants are positive, in seconds")
+        if f == "delay" and np.any(v < 0):
+            raise node_error(ParameterError, node, f, f"holds a negative delay (min {np.min(v)})",
+                             "delays are >= 0 seconds")
+    spec.expected_input(node, params)  # integer fields and the shape consistency of the parameters
 
 
 def get_spec(type_name: str, node: str = "?") -> NodeSpec:

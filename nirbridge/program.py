@@ -10,7 +10,7 @@ they loop over time (a Python loop, ``lax.scan``) and in ``ops``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,10 @@ class Program:
     static: Mapping[str, dict]
     recurrent_sources: tuple[str, ...]
     hoistable: frozenset[str]  # stateless nodes that depend only on graph inputs, through forward edges
+    # recurrent source -> its step-0 output (output shape, float64), for Dynamics(recurrent_start="rest")
+    recurrent_init: Mapping[str, np.ndarray] = field(default_factory=dict)
+    # forward edges (source, target) that carry the source's previous-step output: Dynamics(output_delay=1)
+    delayed_edges: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -54,14 +58,83 @@ def build_program(graph: Graph, dynamics: Dynamics, backend: str) -> Program:
         k = get_kernel(s.node.type, backend, s.name)
         kernels[s.name] = k
         static[s.name] = k.static(s, dynamics)
-    rec_src = tuple(sorted({a for a, _ in plan.recurrent}))
+    delayed = _delayed_edges(plan, dynamics)
+    rec_src = tuple(sorted({a for a, _ in plan.recurrent} | {a for a, _ in delayed}))
     hoist: set[str] = set()
     for s in plan.steps:
         if s.role != "compute" or s.node.spec.stateful:
             continue
-        if all(not rec and (src in plan.inputs or src in hoist) for src, rec in s.sources):
+        # a delayed edge carries the previous step's output, like a recurrent one: not hoistable
+        if all(not rec and (src, s.name) not in delayed and (src in plan.inputs or src in hoist)
+               for src, rec in s.sources):
             hoist.add(s.name)
-    return Program(graph, dynamics, plan.steps, kernels, static, rec_src, frozenset(hoist))
+    rec_init = _rest_outputs(plan, kernels, static, dynamics, rec_src) if dynamics.recurrent_start == "rest" else {}
+    return Program(graph, dynamics, plan.steps, kernels, static, rec_src, frozenset(hoist), rec_init, delayed)
+
+
+def _delayed_edges(plan, dynamics) -> frozenset[tuple[str, str]]:
+    """``Dynamics(output_delay=1)``: the edges leaving a spiking node towards nodes outside its
+    cycles carry its previous-step output. An edge back into a cycle through the node is not
+    delayed again: the cycle's recurrent edge already carries the previous step's spike (Spyx's
+    recurrent layers feed back the spike of the previous step and emit it one step late)."""
+    delayed = [s.name for s in plan.steps
+               if s.node.spec.spiking and dynamics.for_type(s.node.type).output_delay]
+    if not delayed:
+        return frozenset()
+    succ: dict[str, list[str]] = {s.name: [] for s in plan.steps}
+    for s in plan.steps:
+        for src, _ in s.sources:
+            succ[src].append(s.name)
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = {start}, [start]
+        while todo:
+            n = todo.pop()
+            if n == goal:
+                return True
+            for m in succ[n]:
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return False
+
+    return frozenset((a, b) for a in delayed for b in succ[a] if not reaches(b, a))
+
+
+def _rest_outputs(plan, kernels, static, dynamics, sources) -> dict[str, np.ndarray]:
+    """The output of each stateless recurrent source for the network at rest: graph inputs and
+    stateful nodes give 0, stateless nodes their output for the sum of their sources' rest outputs
+    (e.g. a recurrent Affine gives its bias). Computed once, in float64, with the NumPy kernels."""
+    from .reference import NumpyOps  # the reference imports this module
+
+    ops = NumpyOps()
+    memo: dict[str, np.ndarray | None] = {}
+
+    def rest(name: str) -> np.ndarray | None:  # None: zeros
+        if name in memo:
+            return memo[name]
+        s = plan[name]
+        memo[name] = None  # a stateless node has no stateless cycle through it (Graph checks)
+        if s.role == "input" or s.node.spec.stateful:
+            return None
+        x = np.zeros((1,) + tuple(s.input_shape))
+        for src, _ in s.sources:
+            r = rest(src)
+            if r is not None:
+                x = x + r
+        params = {k: v.astype(np.float64) for k, v in float_params(s).items()}
+        c = kernels[name].prepare(ops, params, static[name], dynamics)
+        _, y = kernels[name].step(ops, c, static[name], {}, x)
+        y = np.asarray(y, dtype=np.float64)
+        memo[name] = y if np.any(y != 0) else None
+        return memo[name]
+
+    out = {}
+    for a in sources:
+        r = rest(a)
+        if r is not None:
+            out[a] = r[0]
+    return out
 
 
 def float_params(step: Step) -> dict[str, np.ndarray]:
@@ -82,8 +155,11 @@ def init_state(ops, prog: Program, batch: int, dtype) -> dict:
         st = prog.kernels[s.name].init(ops, prog.static[s.name], (batch,), dtype)
         if st:
             nodes[s.name] = st
-    prev = {a: ops.zeros((batch,) + tuple(prog.graph.plan[a].output_shape), dtype)
-            for a in prog.recurrent_sources}
+    prev = {}
+    for a in prog.recurrent_sources:
+        z = ops.zeros((batch,) + tuple(prog.graph.plan[a].output_shape), dtype)
+        start = prog.recurrent_init.get(a)
+        prev[a] = z if start is None else z + ops.const(start, like=z)
     return {"nodes": nodes, "prev": prev}
 
 
@@ -101,7 +177,7 @@ def graph_step(ops, prog: Program, coeffs: Mapping, state: Mapping, inputs_t: Ma
             continue
         x = None
         for src, rec in s.sources:
-            v = prev[src] if rec else outs[src]
+            v = prev[src] if rec or (src, s.name) in prog.delayed_edges else outs[src]
             x = v if x is None else x + v
         new, y = prog.kernels[s.name].step(ops, coeffs[s.name], prog.static[s.name], nodes.get(s.name, {}), x)
         if new:
@@ -111,7 +187,10 @@ def graph_step(ops, prog: Program, coeffs: Mapping, state: Mapping, inputs_t: Ma
 
 
 def resolve_dtype(dtype: Any) -> np.dtype:
-    dt = np.dtype(dtype if dtype is not None else np.float32)
+    try:
+        dt = np.dtype(dtype if dtype is not None else np.float32)
+    except TypeError:
+        raise InputError(f"dtype {dtype!r} is not a dtype. Fix: use float32 (default) or float64") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise InputError(f"dtype {dt} is not supported. Fix: use float32 (default) or float64")
     return dt
@@ -137,7 +216,13 @@ def normalize_inputs(prog: Program, x: Any, dtype: np.dtype, *, convert=np.asarr
         items = {names[0]: x}
     out, tb = {}, None
     for n, v in items.items():
-        shape = tuple(getattr(v, "shape", np.shape(v)))
+        if not hasattr(v, "shape"):  # a (nested) list or a scalar: check it as a NumPy array
+            try:
+                v = np.asarray(v)
+            except ValueError as e:
+                raise InputError(f"input {n!r} is not a rectangular array ({e}). "
+                                 "Fix: pass an array of shape (T, B, *shape)") from None
+        shape = tuple(v.shape)
         want = tuple(prog.graph.plan[n].output_shape)
         if len(shape) != len(want) + 2 or shape[2:] != want:
             raise InputError(f"input {n!r} has shape {shape}; expected (T, B, {', '.join(map(str, want))}) "
@@ -168,8 +253,15 @@ def parse_record(prog: Program, record: Any) -> tuple[list[str], list[tuple[str,
         return nodes, states
     if isinstance(record, (str, tuple)):
         record = [record]
+    fix = "Fix: record=[node name, (node name, state variable), ...] or record='all'"
+    try:
+        record = list(record)
+    except TypeError:
+        raise InputError(f"record={record!r} is not a list of nodes and states. {fix}") from None
     nodes, states = [], []
     for r in record:
+        if not isinstance(r, (str, tuple)):
+            raise InputError(f"record entry {r!r} is neither a node name nor a (node, state variable) tuple. {fix}")
         if isinstance(r, tuple):
             if len(r) != 2 or r[0] not in plan:
                 raise InputError(f"record entry {r!r} is not (node, state variable) of a node in the graph. "

@@ -34,6 +34,9 @@ class NumpyOps(Ops):
     def expm1(self, x):
         return np.expm1(x)
 
+    def floor(self, x):
+        return np.floor(x)
+
     def where(self, cond, a, b):
         return np.where(cond, a, b)
 

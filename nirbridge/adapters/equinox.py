@@ -1,0 +1,64 @@
+"""Equinox shell over the JAX backend: a graph as an ``eqx.Module`` whose params are its leaves.
+
+The module's only array leaves are the NIR floating-point parameters (``module.params``, a dict
+``{node: {field: array}}``); the compiled program of :mod:`nirbridge.adapters.jax` is a static
+field, so ``eqx.filter_grad`` / ``eqx.filter_jit`` and optax work on the module directly. Spikes
+train through a surrogate derivative, by default ``"fast_sigmoid"`` with slope 25
+(``1 / (1 + 25 |v - v_threshold|)^2``); ``Dynamics(surrogate=..., surrogate_slope=...)`` chooses.
+
+>>> import nir, numpy as np, nirbridge as nb
+>>> g = nb.Graph.from_nir(nir.NIRGraph.from_list(
+...     nir.LIF(tau=np.array([1e-3]), r=np.array([1.0]), v_leak=np.array([0.0]),
+...             v_threshold=np.array([0.25]), v_reset=np.array([0.0]))))
+>>> module = nb.to_equinox(g, nb.Dynamics(dt=1e-4))
+>>> np.asarray(module(np.ones((4, 1, 1), np.float32))["output"])[:, 0, 0].tolist()
+[0.0, 0.0, 1.0, 0.0]
+>>> nb.from_equinox(module).equals(g)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+
+from ..errors import InputError
+from ..graph import Graph
+from .jax import JaxModel, from_jax, to_jax
+
+__all__ = ["EquinoxSNN", "to_equinox", "from_equinox"]
+
+
+class EquinoxSNN(eqx.Module):
+    """A NIR graph as an ``eqx.Module``.
+
+    ``module(x)`` runs a whole sequence ``x`` of shape ``(T, B, *shape)`` (or ``{input name:
+    array}``) and returns ``{output name: (T, B, ...)}``; ``module.run(x, state, record)`` also
+    returns the final state.
+    """
+
+    params: dict
+    model: JaxModel = eqx.field(static=True)
+
+    def run(self, x: Any, state: Any = None, record: Any = None):
+        """``(outputs, final state)`` of a sequence; see :meth:`JaxModel.run`."""
+        return self.model.run(self.params, x, state=state, record=record)
+
+    def __call__(self, x: Any, state: Any = None, record: Any = None):
+        return self.run(x, state, record)[0]
+
+
+def to_equinox(graph: Graph, dynamics, **kw: Any) -> EquinoxSNN:
+    """``graph`` with ``dynamics`` as an ``eqx.Module``; ``kw`` as for :func:`~nirbridge.adapters.jax.to_jax`
+    (``dtype``, ``hoist``, ``checkpoint``). The surrogate gradient defaults to fast_sigmoid, slope 25."""
+    model = to_jax(graph, dynamics, **kw)
+    return EquinoxSNN({node: dict(fields) for node, fields in model.params.items()}, model)
+
+
+def from_equinox(module: EquinoxSNN) -> Graph:
+    """The module's graph with its (possibly trained) parameters written back, bit-exact for
+    untouched ones (see :func:`~nirbridge.adapters.jax.from_jax`)."""
+    if not isinstance(module, EquinoxSNN):
+        raise InputError(f"from_equinox() takes a module made by to_equinox, got {type(module).__name__}")
+    return from_jax(module.model, module.params)

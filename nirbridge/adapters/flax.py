@@ -1,0 +1,68 @@
+"""Flax (``nnx``) shell over the JAX backend: a graph as an ``nnx.Module`` with trainable ``nnx.Param``.
+
+The module holds one ``nnx.Param`` per NIR floating-point parameter and runs the compiled program
+of :mod:`nirbridge.adapters.jax` (one ``lax.scan`` over time); it has no kernel code of its own.
+Spikes train through a surrogate derivative, by default ``"fast_sigmoid"`` with slope 25
+(``1 / (1 + 25 |v - v_threshold|)^2``); ``Dynamics(surrogate=..., surrogate_slope=...)`` chooses.
+
+>>> import nir, numpy as np, nirbridge as nb
+>>> g = nb.Graph.from_nir(nir.NIRGraph.from_list(
+...     nir.LIF(tau=np.array([1e-3]), r=np.array([1.0]), v_leak=np.array([0.0]),
+...             v_threshold=np.array([0.25]), v_reset=np.array([0.0]))))
+>>> module = nb.to_flax(g, nb.Dynamics(dt=1e-4))
+>>> np.asarray(module(np.ones((4, 1, 1), np.float32))["output"])[:, 0, 0].tolist()
+[0.0, 0.0, 1.0, 0.0]
+>>> nb.from_flax(module).equals(g)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax import nnx
+
+from ..errors import InputError
+from ..graph import Graph
+from .jax import JaxModel, from_jax, to_jax
+
+__all__ = ["FlaxSNN", "to_flax", "from_flax"]
+
+
+class FlaxSNN(nnx.Module):
+    """A NIR graph as an ``nnx.Module``: ``params[node][field]`` are ``nnx.Param``.
+
+    ``module(x)`` runs a whole sequence ``x`` of shape ``(T, B, *shape)`` (or ``{input name:
+    array}``) and returns ``{output name: (T, B, ...)}``; ``module.run(x, state, record)`` also
+    returns the final state. Train with ``nnx.Optimizer(module, optax.adam(...), wrt=nnx.Param)``.
+    """
+
+    def __init__(self, model: JaxModel):
+        self.model = model  # static: the compiled program and the original graph
+        self.params = nnx.data({node: {f: nnx.Param(v) for f, v in fields.items()}
+                                for node, fields in model.params.items()})
+
+    def param_values(self) -> dict:
+        """The parameters as a plain pytree ``{node: {field: array}}`` (what ``JaxModel.run`` takes)."""
+        return {node: {f: p[...] for f, p in fields.items()} for node, fields in self.params.items()}
+
+    def run(self, x: Any, state: Any = None, record: Any = None):
+        """``(outputs, final state)`` of a sequence; see :meth:`JaxModel.run`."""
+        return self.model.run(self.param_values(), x, state=state, record=record)
+
+    def __call__(self, x: Any, state: Any = None, record: Any = None):
+        return self.run(x, state, record)[0]
+
+
+def to_flax(graph: Graph, dynamics, **kw: Any) -> FlaxSNN:
+    """``graph`` with ``dynamics`` as an ``nnx.Module``; ``kw`` as for :func:`~nirbridge.adapters.jax.to_jax`
+    (``dtype``, ``hoist``, ``checkpoint``). The surrogate gradient defaults to fast_sigmoid, slope 25."""
+    return FlaxSNN(to_jax(graph, dynamics, **kw))
+
+
+def from_flax(module: FlaxSNN) -> Graph:
+    """The module's graph with its (possibly trained) parameters written back, bit-exact for
+    untouched ones (see :func:`~nirbridge.adapters.jax.from_jax`)."""
+    if not isinstance(module, FlaxSNN):
+        raise InputError(f"from_flax() takes a module made by to_flax, got {type(module).__name__}")
+    return from_jax(module.model, module.param_values())

@@ -1,0 +1,584 @@
+"""Library presets: how each SNN library simulates the NIR files it writes.
+
+A NIR file holds no time step, integration scheme, reset rule, spike test or update order, so
+the same file means a different model in each library. Each :class:`Preset` names the
+:class:`~nirbridge.dynamics.Dynamics` that reproduces one library's own simulation of a graph it
+exported (spikes identical, voltages to float rounding; the interop test suite checks it against
+the real libraries), and documents every choice:
+
+>>> import nirbridge as nb
+>>> nb.Dynamics.preset("snntorch")  # doctest: +NORMALIZE_WHITESPACE
+Dynamics(dt=0.0001, method='euler', reset='subtract', threshold='>', synapse='current_first',
+         reset_timing='late', recurrent_start='rest')
+>>> print(get_preset("norse").notes["initial state"])
+v = v_leak (Norse's LIFBoxCell / LIFCell start at v_leak); the current at 0
+
+Some exporters also write parameters that do not mean what NIR says (Norse 1.1.0 writes
+``tau = dt * tau_mem``; Spyx writes ``r = beta``). nirbridge never corrects those silently:
+:func:`import_graph` applies a library's corrections on request and warns once per node
+(:class:`ExporterQuirkWarning`) naming the node and what it changed, and once per node
+(:class:`LostInformationWarning`) for what the file cannot hold and the preset assumes.
+:func:`export_graph` writes a graph for another library's importer where that library's
+semantics can reproduce it, and raises :class:`~nirbridge.errors.UnsupportedError` where not.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import nir
+import numpy as np
+
+from .dynamics import Dynamics
+from .errors import DynamicsError, GraphError, ParameterError, UnsupportedError, node_error
+from .graph import Graph
+from .repair import NirBridgeWarning
+
+__all__ = ["ASPECTS", "PRESETS", "Preset", "ExporterQuirkWarning", "LostInformationWarning", "export_graph",
+           "get_preset", "import_graph", "names"]
+
+NEURONS = ("LIF", "CubaLIF", "IF", "LI", "CubaLI", "I")
+SPIKING = ("LIF", "CubaLIF", "IF")
+
+
+class ExporterQuirkWarning(NirBridgeWarning):
+    """:func:`import_graph` / :func:`export_graph` changed a parameter or an edge (named in the message)."""
+
+
+class LostInformationWarning(NirBridgeWarning):
+    """The file cannot hold a setting of the library's model; the message says what the preset assumes."""
+
+
+#: The documented aspects of every preset, in table order.
+ASPECTS = ("dt", "scheme", "reset", "spike test", "synapse order", "delayed reset", "spikes per step",
+           "output delay", "initial state", "recorded voltage", "recurrent start", "input scaling",
+           "exporter mapping")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One library's reading of NIR: its :class:`Dynamics` settings and the documentation of each.
+
+    ``settings`` are the Dynamics keyword arguments (``dt`` included unless the preset has none);
+    ``notes`` maps every aspect in :data:`ASPECTS` to a sentence; ``exporter`` is the call that
+    writes the files this preset reproduces; ``lost`` lists what those files do not hold.
+    """
+
+    name: str
+    library: str
+    settings: Mapping[str, Any]
+    notes: Mapping[str, str]
+    exporter: str
+    lost: tuple[str, ...] = ()
+    quirks: tuple[str, ...] = ()  # what import_graph corrects
+    assumed: Mapping[str, str] = field(default_factory=dict)  # node type -> what the preset assumes
+
+    def dynamics(self, **overrides: Any) -> Dynamics:
+        """The preset's Dynamics, with ``overrides`` (any Dynamics field, e.g. ``dt=1e-4``)."""
+        kw = dict(self.settings)
+        kw.update(overrides)
+        if "dt" not in kw:
+            raise DynamicsError(f"preset {self.name!r} has no dt of its own. "
+                                f"Fix: Dynamics.preset({self.name!r}, dt=1e-4)")
+        return Dynamics(**kw)
+
+
+def _preset(name, library, settings, notes, exporter, lost=(), quirks=(), assumed=None) -> Preset:
+    missing = [a for a in ASPECTS if a not in notes]
+    if missing:  # pragma: no cover - a programming error in this table
+        raise RuntimeError(f"preset {name!r} documents no {missing}")
+    return Preset(name, library, MappingProxyType(dict(settings)), MappingProxyType(dict(notes)), exporter,
+                  tuple(lost), tuple(quirks), MappingProxyType(dict(assumed or {})))
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def _register(p: Preset) -> None:
+    PRESETS[p.name] = p
+
+
+_register(_preset(
+    "nir", "NIR 1.0.8 (the specification)",
+    dict(method="euler", reset="zero", threshold=">", synapse="simultaneous"),
+    {
+        "dt": "none: the spec has no time step; pass dt",
+        "scheme": "forward Euler of the NIR equations",
+        "reset": "to v_reset",
+        "spike test": "v > v_threshold",
+        "synapse order": "simultaneous (v uses the previous current, as NIR's reference code)",
+        "delayed reset": "no: the reset happens in the step of the spike",
+        "spikes per step": "one",
+        "output delay": "none",
+        "initial state": "0",
+        "recorded voltage": "after the reset",
+        "recurrent start": "0 (a recurrent edge carries the previous step's output, zeros at step 0)",
+        "input scaling": "r (and w_in) as in the equations",
+        "exporter mapping": "the NIR fields mean what the spec says",
+    },
+    "any exporter that follows the spec",
+))
+
+_register(_preset(
+    "snntorch", "snnTorch 1.0.0",
+    dict(dt=1e-4, method="euler", reset="subtract", reset_timing="late", threshold=">",
+         synapse="current_first", recurrent_start="rest"),
+    {
+        "dt": "1e-4, hard-coded in snnTorch's exporter",
+        "scheme": "Euler at dt = 1e-4: v = beta v + x with beta = 1 - dt/tau (gain dt r/tau = 1)",
+        "reset": "subtract v_threshold (reset_mechanism='subtract', the default)",
+        "spike test": "v > v_threshold",
+        "synapse order": "current first (Synaptic: the new current drives v)",
+        "delayed reset": "yes (reset_delay=True): the subtraction for the spike of step t-1 is applied in step t "
+                         "after the decay, so it is not multiplied by beta",
+        "spikes per step": "one",
+        "output delay": "none",
+        "initial state": "0",
+        "recorded voltage": "before the reset (snnTorch's mem)",
+        "recurrent start": "the recurrent Affine's bias at step 0 (RLeaky / RSynaptic add W_rec s + b from the "
+                           "first step)",
+        "input scaling": "r = tau/dt and w_in = tau_syn/dt, so the Euler gains are 1",
+        "exporter mapping": "Leaky(beta) -> LIF(tau = dt/(1-beta), r = 1/(1-beta), v_leak = 0, v_reset = 0); "
+                            "Synaptic(alpha, beta) -> CubaLIF(tau_syn = dt/(1-alpha), tau_mem = dt/(1-beta), "
+                            "r = tau_mem/dt, w_in = tau_syn/dt); RLeaky/RSynaptic -> neuron + recurrent Affine "
+                            "'w_rec' with its bias",
+    },
+    "snntorch.export_nir.export_to_nir(net, sample, ignore_dims=[0]) (snntorch.export_to_nir does not exist "
+    "in 1.0.0; beta and threshold must be per-neuron tensors)",
+    lost=("reset mechanism (subtract / zero / none)", "reset_delay", "dt (1e-4 assumed)", "the initial state",
+          "graded spikes, inhibition, state quantisation"),
+    assumed={"LIF": "reset_mechanism='subtract' and reset_delay=True (snnTorch's defaults); for "
+                    "reset_mechanism='zero' use Dynamics.preset('snntorch', reset='zero', reset_timing='same', "
+                    "voltage='pre') (Leaky)",
+             "CubaLIF": "reset_mechanism='subtract' and reset_delay=True (snnTorch's defaults); "
+                        "reset_mechanism='zero' (Synaptic) is Dynamics.preset('snntorch', reset='zero')"},
+))
+
+_register(_preset(
+    "norse", "Norse 1.1.0",
+    dict(dt=1e-3, method="euler", reset="zero", threshold=">", synapse="current_first", v_init="v_leak"),
+    {
+        "dt": "1e-3, the default dt of the cells and of norse.torch.to_nir (an argument of each, not stored)",
+        "scheme": "Euler: v += dt/tau (v_leak - v + r x)",
+        "reset": "to v_reset (Norse's reset_value; the exporter does not write v_reset: the file says 0)",
+        "spike test": "v > v_threshold",
+        "synapse order": "current first: LIFCell's current jumps by the input, then v uses it, then the current "
+                         "decays (in NIR terms w_in = tau_syn/dt)",
+        "delayed reset": "no",
+        "spikes per step": "one",
+        "output delay": "none",
+        "initial state": "v = v_leak (Norse's LIFBoxCell / LIFCell start at v_leak); the current at 0",
+        "recorded voltage": "after the reset (state.v)",
+        "recurrent start": "not exportable (LIFRecurrentCell gives no NIR node)",
+        "input scaling": "r and w_in as in the file, after import_graph's w_in correction",
+        "exporter mapping": "LIFBoxCell -> LIF(tau = dt*tau_mem (norse#411), r = 1, v_reset missing); "
+                            "LIFCell -> CubaLIF(tau_syn = dt*tau_syn, tau_mem = dt*tau_mem, r = 1, w_in = 1); "
+                            "import_graph(graph, 'norse', export_dt=...) undoes both",
+    },
+    "norse.torch.to_nir(torch.nn.Sequential(...), sample, dt=1e-3) with an unbatched sample",
+    lost=("v_reset (the file says 0)", "the true tau (scaled by the export dt)", "w_in (the jump synapse)",
+          "dt", "the initial state v_leak", "reset_method (value / subtract)", "recurrent cells"),
+    quirks=("tau = export_dt * tau_mem -> tau / export_dt (LIF, LI, CubaLIF tau_mem and tau_syn)",
+            "CubaLIF w_in = 1 -> tau_syn / dt (Norse's current jumps by the input)"),
+    assumed={t: "v_reset as in the file (Norse's exporter drops it: 0 unless you set it) and reset to a value "
+                "(LIFBoxParameters' default reset_method)" for t in ("LIF", "CubaLIF")},
+))
+
+_register(_preset(
+    "sinabs", "Sinabs 3.1.3",
+    dict(dt=1.0, method="exact", reset="subtract", threshold=">=", spikes="count", synapse="current_first"),
+    {
+        "dt": "1: tau is counted in steps",
+        "scheme": "exact: v = a v + (1 - a) r x with a = exp(-1/tau) (norm_input=True, the default)",
+        "reset": "subtract v_threshold once per spike (MembraneSubtract)",
+        "spike test": "v >= v_threshold (MultiSpike: trunc(v / v_threshold) spikes)",
+        "synapse order": "tau_syn is not exported: a Sinabs LIF with a synaptic current becomes a plain LIF",
+        "delayed reset": "no",
+        "spikes per step": "several: the output is the spike count floor(v / v_threshold) (MultiSpike)",
+        "output delay": "none",
+        "initial state": "0",
+        "recorded voltage": "after the reset (recordings['v_mem'])",
+        "recurrent start": "not exportable (LIFRecurrent raises NotImplementedError)",
+        "input scaling": "r = 1 in the file; norm_input=False (v = a v + x) is not exported",
+        "exporter mapping": "LIF -> LIF(tau = tau_mem in steps, r = 1, v_leak = 0, v_reset = 0); "
+                            "ExpLeak -> LI; IAF -> IF",
+    },
+    "sinabs.to_nir(net, sample) with a sample of shape (1, N)",
+    lost=("tau_syn (the synaptic current)", "norm_input (the input scale)", "spike_fn (MultiSpike / SingleSpike)",
+          "reset_fn (subtract / reset) and the reset value", "min_v_mem", "the time unit (tau in steps)",
+          "recurrent layers"),
+    assumed={"LIF": "no tau_syn, norm_input=True, MultiSpike, MembraneSubtract (Sinabs' defaults)"},
+))
+
+_register(_preset(
+    "spikingjelly", "SpikingJelly 2.0.0",
+    dict(dt=1e-4, method="euler", reset="zero", threshold=">=", synapse="current_first", v_init="v_reset"),
+    {
+        "dt": "the dt argument of export_to_nir (default 1e-4; not stored)",
+        "scheme": "Euler: H = V + (dt/tau)(v_leak - V + r x), i.e. V + (X - (V - V_reset))/tau_steps",
+        "reset": "to v_reset (hard reset; soft reset cannot be exported)",
+        "spike test": "v >= v_threshold",
+        "synapse order": "current first (CUBALIFNode)",
+        "delayed reset": "no",
+        "spikes per step": "one",
+        "output delay": "none",
+        "initial state": "v = v_reset",
+        "recorded voltage": "after the reset (node.v)",
+        "recurrent start": "not exportable (LinearRecurrentContainer fails to trace)",
+        "input scaling": "r and w_in as in the file",
+        "exporter mapping": "LIFNode -> LIF(tau = tau_steps*dt, r = 1 (decay_input) or tau_steps, v_leak = v_reset); "
+                            "CUBALIFNode -> CubaLIF(tau_syn = dt/(1-c_decay), tau_mem = dt/(1-v_decay), "
+                            "r = tau_mem/dt, w_in = tau_syn/dt); IFNode -> IF(r = 1/dt); the Input node is "
+                            "named 'input_1'",
+    },
+    "spikingjelly.activation_based.nir_exchange.export_to_nir(net, sample, dt=1e-4)",
+    lost=("dt", "the initial state v_reset", "detach_reset, surrogate", "soft-reset models, recurrent containers"),
+    assumed={t: "dt = the exporter's default 1e-4 unless given" for t in ("LIF", "CubaLIF", "IF")},
+))
+
+_register(_preset(
+    "spyx", "Spyx 1.0.0",
+    dict(dt=1.0, method="euler", reset="subtract", threshold=">", synapse="current_first", input_gain="unit",
+         output_delay=1, reset_timing="late", voltage="pre", by_type={"CubaLIF": {"reset_timing": "same"}}),
+    {
+        "dt": "the dt argument of spyx.nir.to_nir (default 1; not stored): pass the same dt",
+        "scheme": "V = beta V + x with beta = 1 - dt/tau (alpha = 1 - dt/tau_syn)",
+        "reset": "subtract v_threshold",
+        "spike test": "V > v_threshold",
+        "synapse order": "current first",
+        "delayed reset": "LIF / RLIF: yes, the subtraction comes after the decay (as snnTorch's); CuBaLIF / "
+                         "RCuBaLIF: no, before the decay",
+        "spikes per step": "one",
+        "output delay": "one step: a layer emits the spike of its previous state (each layer adds one step)",
+        "initial state": "0",
+        "recorded voltage": "before the reset (the state V)",
+        "recurrent start": "0 (no recurrent bias); the recurrent spike is the previous step's",
+        "input scaling": "none: r and w_in are ignored, the input enters unscaled",
+        "exporter mapping": "LIF -> LIF(tau = dt/(1-beta), r = beta, v_leak = 0); CuBaLIF -> CubaLIF(tau_syn = "
+                            "dt/(1-alpha), tau_mem = dt/(1-beta), r = beta, w_in = 1); RLIF / RCuBaLIF -> a "
+                            "nested graph whose input edge goes through w_rec (import_graph reroutes it)",
+    },
+    "spyx.nir.to_nir(model, {'input': shape}, {'output': shape}, dt=...)",
+    lost=("dt", "the input scaling (r and w_in are not the model's)", "the one-step output delay",
+          "the reset placement", "the activation / surrogate", "the initial state"),
+    quirks=("r = beta -> tau/dt and w_in = 1 -> tau_syn/dt (the Euler gains become Spyx's unit gains)",
+            "a nested graph's input -> w_rec edge -> input -> neuron (the exporter routes the input through the "
+            "recurrent weights; Spyx itself does not)"),
+    assumed={t: "dt = the dt given to spyx.nir.to_nir" for t in ("LIF", "CubaLIF")},
+))
+
+
+def names() -> list[str]:
+    """The preset names."""
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The :class:`Preset` called ``name`` (see :func:`names`)."""
+    if name not in PRESETS:
+        raise DynamicsError(
+            f"no Dynamics preset {name!r}; known presets: {sorted(PRESETS)}. Fix: use one of them, "
+            "or build Dynamics(dt=..., method=..., reset=..., threshold=..., synapse=...) yourself"
+        )
+    return PRESETS[name]
+
+
+# ====================================================================== import: exporter quirks
+def import_graph(graph: Graph, library: str, *, dt: float | None = None,
+                 export_dt: float | None = None) -> tuple[Graph, Dynamics]:
+    """Correct a library's known exporter quirks in ``graph`` and return it with the library's Dynamics.
+
+    Returns ``(graph, dynamics)``: the corrected graph (a new one; ``graph`` is not changed) and
+    ``Dynamics.preset(library, dt=dt)``. Every change is announced once per node by an
+    :class:`ExporterQuirkWarning` naming the node and the change, and what the file cannot hold
+    by one :class:`LostInformationWarning` per neuron naming the assumption.
+
+    Args:
+        graph: the graph as loaded (``nb.load(path)``).
+        library: a preset name (:func:`names`).
+        dt: the simulation time step (default: the preset's).
+        export_dt: Norse only, required: the ``dt`` given to ``norse.torch.to_nir`` (its default
+            is 1e-3). Norse 1.1.0 writes ``tau = export_dt * tau_mem``; files from earlier
+            exporters (e.g. the NIR paper's ``lif_norse.nir``) hold tau in seconds and need no
+            ``import_graph`` at all.
+
+    Corrections: Norse: ``tau /= export_dt`` (LIF, LI, CubaLIF), CubaLIF ``w_in = tau_syn / dt``;
+    Spyx: ``r = tau / dt``, ``w_in = tau_syn / dt``, and a nested graph's ``input -> w_rec`` edge
+    becomes ``input -> neuron``. snnTorch, Sinabs and SpikingJelly need no correction.
+    """
+    if not isinstance(graph, Graph):
+        raise GraphError(f"import_graph() takes a nirbridge.Graph, got {type(graph).__name__}. Fix: nb.load(path)")
+    preset = get_preset(library)
+    dyn = preset.dynamics() if dt is None else preset.dynamics(dt=dt)
+    fix = _IMPORT_FIXES.get(library)
+    if fix is not None:
+        graph = fix(graph, dyn, export_dt)
+    elif export_dt is not None:
+        raise DynamicsError(f"import_graph(..., {library!r}): export_dt is used for Norse files only. "
+                            "Fix: leave it out (pass dt= for the simulation time step)")
+    for s in graph.plan.steps:
+        note = preset.assumed.get(s.node.type)
+        if note:
+            lost = "; ".join(preset.lost)
+            warnings.warn(LostInformationWarning(
+                f"node {s.name!r} ({s.node.type}): {preset.library}'s NIR export does not hold: {lost}. "
+                f"The preset assumes {note}."), stacklevel=2)
+    return graph, dyn
+
+
+def _warn_change(node: str, what: str) -> None:
+    warnings.warn(ExporterQuirkWarning(f"node {node!r}: {what}"), stacklevel=3)
+
+
+def _fix_norse(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
+    if export_dt is None:
+        raise DynamicsError(
+            "import_graph(..., 'norse') needs export_dt: the dt given to norse.torch.to_nir (1e-3 if none was "
+            "given). Norse 1.1.0 writes tau = export_dt * tau_mem (norse#411). Fix: import_graph(graph, 'norse', "
+            "export_dt=1e-3); a file whose tau is already in seconds needs no import_graph"
+        )
+    export_dt = float(export_dt)
+    changes: dict[str, dict[str, np.ndarray]] = {}
+    for s in graph.plan.steps:
+        p = s.node.params
+        fields = {"LIF": ("tau",), "LI": ("tau",), "CubaLIF": ("tau_mem", "tau_syn"),
+                  "CubaLI": ("tau_mem", "tau_syn")}.get(s.node.type, ())
+        new: dict[str, np.ndarray] = {}
+        for f in fields:
+            tau = np.asarray(p[f])
+            if np.any(tau >= export_dt):
+                raise node_error(
+                    ParameterError, s.name, f,
+                    f"holds {tau.ravel()[:4].tolist()}, not export_dt * tau_mem as Norse 1.1.0's exporter writes "
+                    f"(that would mean a time constant of {float(np.max(tau)) / export_dt:g} s): the file looks "
+                    "written by an exporter that keeps tau in seconds",
+                    "load it without import_graph and use Dynamics.preset('norse') directly",
+                )
+            new[f] = (tau / np.asarray(export_dt, dtype=tau.dtype)).astype(tau.dtype)
+        if s.node.type in ("CubaLIF", "CubaLI"):
+            w = np.asarray(p["w_in"])
+            new["w_in"] = (new["tau_syn"] / np.asarray(dyn.dt, dtype=new["tau_syn"].dtype)).astype(w.dtype)
+        if new:
+            changes[s.name] = new
+            what = ", ".join(f"{f} {_short(p[f])} -> {_short(v)}" for f, v in new.items())
+            _warn_change(s.name, f"Norse 1.1.0 exporter correction (tau = export_dt * tau_mem, w_in = 1 for a "
+                                 f"current that jumps by the input): {what}")
+    return graph.replace_params(changes) if changes else graph
+
+
+def _fix_spyx(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
+    if export_dt is not None:
+        raise DynamicsError("import_graph(..., 'spyx'): pass the dt given to spyx.nir.to_nir as dt=, not export_dt "
+                            "(Spyx simulates at its export dt)")
+    graph = _reroute_spyx_inputs(graph)
+    changes: dict[str, dict[str, np.ndarray]] = {}
+    for s in graph.plan.steps:
+        p = s.node.params
+        new = {}
+        if s.node.type in ("LIF", "LI"):
+            new["r"] = _ratio(p["tau"], dyn.dt, p["r"])
+        elif s.node.type in ("CubaLIF", "CubaLI"):
+            new["r"] = _ratio(p["tau_mem"], dyn.dt, p["r"])
+            new["w_in"] = _ratio(p["tau_syn"], dyn.dt, p["w_in"])
+        if new:
+            changes[s.name] = new
+            what = ", ".join(f"{f} {_short(p[f])} -> {_short(v)}" for f, v in new.items())
+            _warn_change(s.name, f"Spyx exporter correction (r = beta and w_in = 1 are not the model's: Spyx adds "
+                                 f"the input unscaled): {what}")
+    return graph.replace_params(changes) if changes else graph
+
+
+def _ratio(tau, dt, like) -> np.ndarray:
+    tau = np.asarray(tau)
+    out = tau / np.asarray(dt, dtype=tau.dtype)
+    return np.broadcast_to(out, np.shape(like)).astype(np.asarray(like).dtype)
+
+
+def _reroute_spyx_inputs(graph: Graph) -> Graph:
+    """Spyx writes a recurrent layer as a nested graph ``input -> w_rec <-> neuron -> output``: the
+    external input goes through the recurrent weights, which Spyx itself does not do. Reroute
+    ``input -> w_rec`` to ``input -> neuron``."""
+    changed: list[str] = []
+
+    def fix(g: nir.NIRGraph, prefix: str) -> nir.NIRGraph:
+        nodes = {}
+        for k, v in g.nodes.items():
+            nodes[k] = fix(v, prefix + k + ".") if isinstance(v, nir.NIRGraph) else v
+        edges = [tuple(e) for e in g.edges]
+        inputs = [k for k, v in nodes.items() if isinstance(v, nir.Input)]
+        if prefix:  # only nested graphs
+            for a, b in list(edges):
+                if a not in inputs or not isinstance(nodes.get(b), (nir.Linear, nir.Affine)):
+                    continue
+                loop = [n for n, m in edges if m == b and (b, n) in edges
+                        and isinstance(nodes.get(n), (nir.LIF, nir.CubaLIF, nir.IF))]
+                if len(loop) == 1 and (a, loop[0]) not in edges:
+                    edges[edges.index((a, b))] = (a, loop[0])
+                    changed.append(f"{prefix}{a} -> {prefix}{b} became {prefix}{a} -> {prefix}{loop[0]}")
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=g.metadata, type_check=False)
+
+    new = fix(graph.to_nir(), "")
+    if not changed:
+        return graph
+    for c in changed:
+        _warn_change(c.split(" -> ")[0], f"Spyx exporter correction (the recurrent layer's input was routed "
+                                         f"through the recurrent weights): edge {c}")
+    return Graph.from_nir(new)
+
+
+def _short(v) -> str:
+    a = np.asarray(v).ravel()
+    text = ", ".join(f"{float(x):.6g}" for x in a[:3])
+    return f"[{text}{', ...' if a.size > 3 else ''}]"
+
+
+_IMPORT_FIXES = {"norse": _fix_norse, "spyx": _fix_spyx}
+
+
+# ====================================================================== export: to another library
+#: How a library's NIR *importer* simulates a file: the Dynamics it amounts to, and what it ignores.
+#: Only importers measured against the library are listed; others raise UnsupportedError.
+IMPORTERS: dict[str, dict[str, Any]] = {
+    "norse": dict(
+        library="Norse 1.1.0 (norse.torch.from_nir(graph, dt=dt))",
+        dynamics=dict(dt=1e-3, method="euler", reset="zero", threshold=">", synapse="current_first",
+                      v_init="v_leak"),
+        ignores={"LIF": ("r", "v_reset"), "CubaLIF": ("v_reset",), "LI": ("r",), "IF": ("r", "v_reset")},
+        types=("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPool2d", "LIF", "CubaLIF"),
+    ),
+}
+
+
+def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float | None = None) -> Graph:
+    """Rewrite ``graph`` (simulated with ``source``) for ``target``'s NIR importer.
+
+    The result, written with :func:`nirbridge.save` and read by the target library's importer at
+    time step ``dt`` (default: the importer's), gives the spikes ``source`` gives. Time constants
+    are rescaled to the new dt (Euler at dt' with tau' = tau dt'/dt is the same update), and a
+    gain the importer ignores (Norse's LIF ignores ``r``) is folded into the Affine/Linear node
+    feeding the neuron. Each change is announced by an :class:`ExporterQuirkWarning`.
+
+    Raises :class:`~nirbridge.errors.UnsupportedError`, naming the node and the setting, where the
+    target cannot reproduce the source: another scheme, reset rule or reset timing, several spikes
+    per step, an output delay, another initial state, a v_reset the importer drops, node types the
+    importer does not read. Supported targets: ``"norse"``.
+
+    >>> import nir, numpy as np, nirbridge as nb
+    >>> g = nb.Graph.from_nir(nir.NIRGraph.from_list(nir.LIF(tau=np.array([1e-3]), r=np.array([1.0]),
+    ...     v_leak=np.array([0.0]), v_threshold=np.array([1.0]), v_reset=np.array([0.0]))))
+    >>> export_graph(g, "snntorch", "norse")
+    Traceback (most recent call last):
+    ...
+    nirbridge.errors.UnsupportedError: node 'lif', field 'reset_timing': ...
+    """
+    if not isinstance(graph, Graph):
+        raise GraphError(f"export_graph() takes a nirbridge.Graph, got {type(graph).__name__}")
+    src = get_preset(source).dynamics() if isinstance(source, str) else source
+    if not isinstance(src, Dynamics):
+        raise DynamicsError(f"export_graph(): source must be a preset name or a Dynamics, got {source!r}")
+    if target not in IMPORTERS:
+        raise UnsupportedError(f"export_graph(): no importer reading recorded for {target!r}; supported targets: "
+                               f"{sorted(IMPORTERS)}. Fix: simulate with nirbridge, or add the importer's "
+                               "reading to nirbridge.presets.IMPORTERS with a test against the library")
+    imp = IMPORTERS[target]
+    tgt = Dynamics(**dict(imp["dynamics"], **({} if dt is None else {"dt": dt})))
+    plan = graph.plan
+    changes: dict[str, dict[str, np.ndarray]] = {}
+    notes: dict[str, list[str]] = {}
+    for s in plan.steps:
+        t = s.node.type
+        if s.role != "compute":
+            continue
+        if t not in imp["types"]:
+            raise node_error(UnsupportedError, s.name, "type", f"{imp['library']} does not import {t} nodes",
+                             "remove or replace the node")
+        if t not in NEURONS:
+            continue
+        d = src.for_type(t)
+        dt_t = tgt.for_type(t)
+        p = s.node.params
+        _same(s.name, "method", d.method, dt_t.method, imp)
+        _same(s.name, "input_gain", d.input_gain, dt_t.input_gain, imp)
+        if t in ("CubaLIF", "CubaLI"):
+            _same(s.name, "synapse", d.synapse, dt_t.synapse, imp)
+        if t in SPIKING:
+            _same(s.name, "reset_timing", d.reset_timing, dt_t.reset_timing, imp)
+            _same(s.name, "reset", d.reset, dt_t.reset, imp)
+            _same(s.name, "spikes", d.spikes, dt_t.spikes, imp)
+            _same(s.name, "output_delay", d.output_delay, dt_t.output_delay, imp)
+            if d.threshold != dt_t.threshold:
+                raise node_error(UnsupportedError, s.name, "threshold",
+                                 f"the source tests v {d.threshold} v_threshold, {imp['library']} tests "
+                                 f"v {dt_t.threshold} v_threshold", "no exact rewrite is implemented")
+            if "v_reset" in imp["ignores"].get(t, ()) and np.any(np.asarray(p["v_reset"]) != 0):
+                raise node_error(UnsupportedError, s.name, "v_reset",
+                                 f"is {_short(p['v_reset'])} but {imp['library']} ignores v_reset (resets to 0)",
+                                 "shift v_leak, v_threshold and v_reset by -v_reset in your model first")
+        v0_src = _initial_v(p, d.v_init)
+        v0_tgt = _initial_v(p, dt_t.v_init)
+        if not np.array_equal(np.broadcast_to(v0_src, np.shape(p.get("v_leak", 0))),
+                              np.broadcast_to(v0_tgt, np.shape(p.get("v_leak", 0)))):
+            raise node_error(UnsupportedError, s.name, "v_init",
+                             f"the source starts at {d.v_init} = {_short(v0_src)}, {imp['library']} at "
+                             f"{dt_t.v_init} = {_short(v0_tgt)}", "make v_leak equal the initial voltage")
+        new: dict[str, np.ndarray] = {}
+        if dt_t.dt != d.dt:
+            scale = dt_t.dt / d.dt
+            for f in ("tau", "tau_mem", "tau_syn"):
+                if f in p:
+                    a = np.asarray(p[f])
+                    new[f] = (a * np.asarray(scale, dtype=np.float64)).astype(a.dtype)
+            if t in ("CubaLIF", "CubaLI"):
+                pass  # w_in and r are gains per step of dt/tau, unchanged when dt and tau scale together
+            if t in ("I", "IF"):
+                a = np.asarray(p["r"])
+                new["r"] = (a / np.asarray(scale, dtype=np.float64)).astype(a.dtype)
+        if "r" in imp["ignores"].get(t, ()):
+            r = np.asarray(new.get("r", p["r"]))
+            if np.any(r != 1):
+                _fold_gain(plan, s, r, changes, notes)
+                new["r"] = np.ones_like(r)
+        if new:
+            changes.setdefault(s.name, {}).update(new)
+            notes.setdefault(s.name, []).extend(
+                f"{f} {_short(p[f])} -> {_short(v)}" for f, v in new.items())
+    for node, what in notes.items():
+        _warn_change(node, f"rewritten for {imp['library']} (dt {src.dt:g} -> {tgt.dt:g}): " + ", ".join(what))
+    return graph.replace_params(changes) if changes else graph
+
+
+def _same(node: str, setting: str, a, b, imp) -> None:
+    if a != b:
+        raise node_error(UnsupportedError, node, setting,
+                         f"the source uses {setting}={a!r}, {imp['library']} {setting}={b!r}; its semantics cannot "
+                         "reproduce this model", "simulate it with nirbridge, or change the model")
+
+
+def _initial_v(p: Mapping[str, Any], v_init: str) -> np.ndarray:
+    if v_init == "zero" or p.get(v_init) is None:
+        return np.zeros(1)
+    return np.asarray(p[v_init])
+
+
+def _fold_gain(plan, step, r: np.ndarray, changes: dict, notes: dict) -> None:
+    """Scale the rows of the Affine/Linear node that alone feeds ``step`` by ``r`` (the input gain
+    an importer ignores), so that ``r x`` reaches the neuron anyway."""
+    srcs = step.sources
+    src = plan[srcs[0][0]] if len(srcs) == 1 and not srcs[0][1] else None
+    users = [s for s in plan.steps if any(a == (src.name if src else None) for a, _ in s.sources)]
+    if src is None or src.node.type not in ("Affine", "Linear") or len(users) != 1:
+        raise node_error(UnsupportedError, step.name, "r",
+                         f"is {_short(r)} but the importer ignores r, and the node is not fed by one Affine/Linear "
+                         "node of its own to fold r into", "fold r into the weights feeding the neuron yourself")
+    p = src.node.params
+    w = np.asarray(p["weight"])
+    new = {"weight": (w * np.asarray(r, dtype=np.float64).reshape(-1, 1)).astype(w.dtype)}
+    if p.get("bias") is not None:
+        b = np.asarray(p["bias"])
+        new["bias"] = (b * np.asarray(r, dtype=np.float64)).astype(b.dtype)
+    changes.setdefault(src.name, {}).update(new)
+    notes.setdefault(src.name, []).append(f"rows scaled by {step.name}'s r {_short(r)} (the importer ignores r)")

@@ -1,0 +1,131 @@
+"""Shared pieces of the interop suite: the fixed input, weights, the comparison and the outcome log.
+
+Every test builds a small model in a real library, runs it there on the fixed random spike input
+``X`` (T=50 steps, batch 3, 8 inputs, seed 0, p=0.3), exports it with the library's own exporter,
+loads the file with nirbridge and the library's preset, and compares in each backend:
+
+* spikes: identical (``spike_mismatches == 0``);
+* voltages (and currents): within ``VTOL = 1e-5``. Every library computes in float32 and so does
+  nirbridge, but the operations differ (``beta v + x`` against ``v + k (v_leak - v + r x)``,
+  ``exp`` in another library, BLAS sums): a few float32 ulps per step of values of order 1-10,
+  measured up to 7.6e-6 (snnTorch RSynaptic, |v| up to ~10). 1e-5 is 2^-17 relative at |v| = 10.
+
+Outcomes are collected in :data:`OUTCOMES` and written as JSON at the end of the session when the
+environment variable ``NIRBRIDGE_INTEROP_JSON`` names a file; ``tests/interop/render_table.py``
+turns that file into the table of ``docs/presets.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import nirbridge as nb
+
+T, B, NIN, NOUT = 50, 3, 8, 6
+VTOL = 1e-5
+BACKENDS = ("reference", "jax", "torch")
+
+#: one dict per checked (library, model, backend)
+OUTCOMES: list[dict] = []
+
+
+def make_input(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((T, B, NIN)) < 0.3).astype(np.float32)  # time-major (T, B, 8)
+
+
+def make_weights(seed: int = 1, scale: float = 0.6, shift: float = 0.15):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((NOUT, NIN)) * scale + shift).astype(np.float32)
+    b = (rng.standard_normal(NOUT) * 0.05).astype(np.float32)
+    return w, b
+
+
+def make_rec_weights(seed: int = 2, scale: float = 0.3):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((NOUT, NOUT)) * scale).astype(np.float32)
+    b = (rng.standard_normal(NOUT) * 0.02).astype(np.float32)
+    return w, b
+
+
+def make_tie_weights(seed: int = 3):
+    """Weights on a 0.25 grid, no bias: with decay 0.5 every voltage is an exact binary fraction, so
+    v == threshold happens and ``>`` against ``>=`` shows."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(-1, 4, (NOUT, NIN)) * 0.25).astype(np.float32), np.zeros(NOUT, np.float32)
+
+
+X = make_input()
+
+
+def write_nir(nir_graph, name: str) -> Path:
+    """Write a nir graph to a fresh temporary file with ``nir.write`` (as a user would)."""
+    import nir
+
+    d = Path(tempfile.mkdtemp(prefix="nirbridge-interop-"))
+    path = d / f"{name}.nir"
+    nir.write(str(path), nir_graph)
+    return path
+
+
+def neuron_of(graph: nb.Graph, types=("LIF", "CubaLIF", "IF", "LI")) -> str:
+    names = [s.name for s in graph.plan.steps if s.node.type in types]
+    assert len(names) == 1, names
+    return names[0]
+
+
+def simulate(graph, dyn, backend, x=X, neuron=None, current=False):
+    neuron = neuron or neuron_of(graph)
+    rec = [(neuron, "v")] + ([(neuron, "i")] if current else [])
+    out = nb.simulate(graph, x, dyn, backend=backend, record=rec)
+    return out[graph.outputs[0]], out[(neuron, "v")], (out[(neuron, "i")] if current else None)
+
+
+def compare(library: str, model: str, graph, dyn, backend, ref: dict, *, neuron=None, x=X,
+            note: str = "", expect_exact: bool = True) -> dict:
+    """Simulate ``graph`` with ``dyn`` in ``backend`` and compare with the library's traces
+    ``ref = {"spikes", "v"[, "i"]}``; record the outcome; assert it when ``expect_exact``."""
+    neuron = neuron or neuron_of(graph)
+    s, v, i = simulate(graph, dyn, backend, x, neuron, current="i" in ref)
+    mism = int(np.sum(s != ref["spikes"]))
+    dv = float(np.max(np.abs(v - ref["v"])))
+    di = float(np.max(np.abs(i - ref["i"]))) if "i" in ref else None
+    exact = mism == 0 and dv <= VTOL and (di is None or di <= VTOL)
+    rec = dict(library=library, model=model, node_types=sorted({st.node.type for st in graph.plan.steps
+                                                                if st.role == "compute"}),
+               backend=backend, spike_mismatches=mism, spikes=int(np.size(s)), max_dv=dv, max_di=di,
+               status="exact" if exact else "approximate", note=note, recurrent=bool(graph.plan.recurrent))
+    OUTCOMES.append(rec)
+    if expect_exact:
+        assert mism == 0, f"{library}/{model} [{backend}]: {mism}/{np.size(s)} spikes differ"
+        assert dv <= VTOL, f"{library}/{model} [{backend}]: max |dv| = {dv:.3g} > {VTOL}"
+        if di is not None:
+            assert di <= VTOL, f"{library}/{model} [{backend}]: max |di| = {di:.3g} > {VTOL}"
+    return rec
+
+
+def record_unsupported(library: str, model: str, node_types, reason: str, recurrent: bool = False) -> None:
+    for backend in BACKENDS:
+        OUTCOMES.append(dict(library=library, model=model, node_types=sorted(node_types), backend=backend,
+                             spike_mismatches=None, spikes=None, max_dv=None, max_di=None, status="unsupported",
+                             note=reason, recurrent=recurrent))
+
+
+def quiet_import(graph, library, **kw):
+    """``nb.presets.import_graph`` with its warnings captured: returns (graph, dyn, warnings)."""
+    from nirbridge import presets
+    from nirbridge.repair import NirBridgeWarning
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        g, dyn = presets.import_graph(graph, library, **kw)
+    return g, dyn, [x for x in w if issubclass(x.category, NirBridgeWarning)]
+
+
+def results_path() -> str | None:
+    return os.environ.get("NIRBRIDGE_INTEROP_JSON") or None

@@ -1,0 +1,123 @@
+"""SpikingJelly 2.0.0: models built, run and exported with SpikingJelly, reproduced by nirbridge.
+
+Preset ``"spikingjelly"``: Euler at the export dt (default 1e-4; an argument of the exporter, not
+stored), hard reset to v_reset, ``v >= v_threshold``, current first, the voltage starts at v_reset
+and is reported after the reset. The exporter names the Input ``input_1``: a valid name, no repair.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import pytest
+from interop_common import NIN, NOUT, X, compare, make_tie_weights, make_weights, quiet_import, record_unsupported
+from interop_common import write_nir as _write
+
+import nirbridge as nb
+
+torch = pytest.importorskip("torch")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import functional, layer, neuron  # noqa: E402
+    from spikingjelly.activation_based.nir_exchange import export_to_nir  # noqa: E402
+
+
+def _run(node, scale=1.0, wb=None, syn=False, dt=None, wrap=None):
+    w, b = make_weights() if wb is None else wb
+    lin = torch.nn.Linear(NIN, NOUT)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(w * np.float32(scale)))
+        lin.bias.copy_(torch.from_numpy(b * np.float32(scale)))
+    net = torch.nn.Sequential(lin, node if wrap is None else wrap(node))
+    functional.reset_net(net)
+    s, v, i = [], [], []
+    with torch.no_grad():
+        for t in range(X.shape[0]):
+            out = net(torch.from_numpy(X[t]))
+            s.append(out.numpy().copy())
+            v.append(node.v.numpy().copy())
+            if syn:
+                i.append(node.c.numpy().copy() if hasattr(node, "c") else node.current.numpy().copy())
+    functional.reset_net(net)
+    ref = {"spikes": np.array(s), "v": np.array(v)}
+    if syn:
+        ref["i"] = np.array(i)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = export_to_nir(net, torch.from_numpy(X[0]), **({} if dt is None else {"dt": dt}))
+    return _write(g, "spikingjelly"), ref
+
+
+@functools.cache
+def model(kind):
+    if kind == "lif":
+        return _run(neuron.LIFNode(tau=4.0, v_threshold=0.5))
+    if kind == "lif_dt1e-3":
+        return _run(neuron.LIFNode(tau=4.0, decay_input=False, v_threshold=1.0, v_reset=-0.1), 0.5, dt=1e-3)
+    if kind == "cubalif":
+        return _run(neuron.CUBALIFNode(c_decay=0.6, v_decay=0.8, v_threshold=0.5), 0.3, syn=True)
+    if kind == "lif_tie":
+        return _run(neuron.LIFNode(tau=2.0, v_threshold=1.0), wb=make_tie_weights())
+    if kind == "cubalif_tie":
+        return _run(neuron.CUBALIFNode(c_decay=0.5, v_decay=0.5, v_threshold=1.0), wb=make_tie_weights(), syn=True)
+    raise ValueError(kind)
+
+
+def _load(path, **kw):
+    g, dyn, warns = quiet_import(nb.load(path), "spikingjelly", **kw)
+    assert warns and "dt" in str(warns[0].message)  # dt is not in the file
+    return g, dyn
+
+
+def test_lif_feed_forward(backend):
+    path, ref = model("lif")
+    g, dyn = _load(path)
+    assert g.inputs == ["input_1"]  # SpikingJelly's name, loaded as is
+    compare("spikingjelly", "LIFNode (Affine -> LIF)", g, dyn, backend, ref)
+
+
+def test_lif_ties_pick_inclusive_threshold(backend):
+    path, ref = model("lif_tie")
+    g, dyn = _load(path)
+    compare("spikingjelly", "LIFNode, v == threshold", g, dyn, backend, ref)
+    if backend == "reference":
+        assert int((nb.simulate(g, X, dyn.replace(threshold=">"))["output"] != ref["spikes"]).sum()) > 0
+
+
+def test_export_dt_is_not_in_the_file(backend):
+    """decay_input=False, v_reset=-0.1 (the initial voltage too), exported with dt=1e-3: the preset's
+    default dt 1e-4 is wrong for it, dt=1e-3 given by hand reproduces it."""
+    path, ref = model("lif_dt1e-3")
+    g, dyn = _load(path, dt=1e-3)
+    compare("spikingjelly", "LIFNode decay_input=False, v_reset=-0.1, dt=1e-3", g, dyn, backend, ref)
+    if backend == "reference":
+        wrong = nb.simulate(g, X, dyn.replace(dt=1e-4))["output"]
+        assert int((wrong != ref["spikes"]).sum()) > 0
+
+
+@pytest.mark.parametrize("kind", ["cubalif", "cubalif_tie"])
+def test_cubalif(kind, backend):
+    path, ref = model(kind)
+    g, dyn = _load(path)
+    compare("spikingjelly", "CUBALIFNode (Affine -> CubaLIF)" + (", v == threshold" if "tie" in kind else ""),
+            g, dyn, backend, ref)
+
+
+def test_soft_reset_and_recurrent_are_not_exportable():
+    with pytest.raises(NotImplementedError, match="soft reset"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _run(neuron.LIFNode(tau=4.0, v_threshold=0.5, v_reset=None))
+    record_unsupported("spikingjelly", "LIFNode(v_reset=None) (soft reset)", ["LIF"],
+                       "export_to_nir raises NotImplementedError('NIR does not distinguish soft reset.')")
+
+    def wrap(node):
+        return layer.LinearRecurrentContainer(node, in_features=NOUT, out_features=NOUT, bias=True)
+
+    with pytest.raises(Exception, match="(?i)iterat|trace"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _run(neuron.LIFNode(tau=4.0, v_threshold=0.5), wrap=wrap)
+    record_unsupported("spikingjelly", "LinearRecurrentContainer", ["LIF"], "torch.fx cannot trace it",
+                       recurrent=True)
