@@ -92,22 +92,14 @@ def _build_parser() -> argparse.ArgumentParser:
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     c.set_defaults(func=_cmd_simulate)
 
-    c = sub.add_parser("check", help="prove that backends compute the same numbers (exit 1 if not)",
-                       description="Run FILE in several backends and compare every node output and state "
-                       "variable at every step. Exit code 0: they agree; 1: they do not.")
-    c.add_argument("file", help="a .nir file")
-    _input_args(c, required=False)
-    _dynamics_args(c)
-    _compare_args(c, default=None)
+    c = _compare_parser(sub, "check", help="prove that backends compute the same numbers (exit 1 if not)",
+                        description="Run FILE in several backends and compare every node output and state "
+                        "variable at every step. Exit code 0: they agree; 1: they do not.")
     c.set_defaults(func=_cmd_check)
 
-    c = sub.add_parser("plot", help="spike rasters per backend side by side and voltage traces (PNG)",
-                       description="Simulate FILE in several backends and draw a spike raster per backend "
-                       "and the voltage of a few neurons in every backend (needs matplotlib).")
-    c.add_argument("file", help="a .nir file")
-    _input_args(c, required=False)
-    _dynamics_args(c)
-    _compare_args(c, default=None)
+    c = _compare_parser(sub, "plot", help="spike rasters per backend side by side and voltage traces (PNG)",
+                        description="Simulate FILE in several backends and draw a spike raster per backend "
+                        "and the voltage of a few neurons in every backend (needs matplotlib).")
     c.add_argument("--out", required=True, help="the image file to write (.png)")
     c.add_argument("--sample", type=int, default=0, help="which batch row to draw (default 0)")
     c.add_argument("--neurons", type=int, default=3, help="how many voltage traces (default 3)")
@@ -151,13 +143,19 @@ def _dynamics_args(c: argparse.ArgumentParser) -> None:
     g.add_argument("--synapse", choices=SYNAPSES, default=None, help="CubaLIF order: simultaneous (default)")
 
 
-def _compare_args(c: argparse.ArgumentParser, *, default: str | None) -> None:
-    c.add_argument("--backends", default=default, metavar="B1,B2,...",
+def _compare_parser(sub: Any, name: str, *, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that runs FILE in several backends and compares them (``check``, ``plot``)."""
+    c = sub.add_parser(name, help=help, description=description)
+    c.add_argument("file", help="a .nir file")
+    _input_args(c, required=False)
+    _dynamics_args(c)
+    c.add_argument("--backends", default=None, metavar="B1,B2,...",
                    help="backends to compare (default reference,jax,torch, skipping missing ones; "
                    "backends named here must be installed)")
     c.add_argument("--atol", type=float, default=None, help="absolute tolerance (default by dtype)")
     c.add_argument("--rtol", type=float, default=None, help="relative tolerance (default by dtype)")
     c.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    return c
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -265,7 +263,8 @@ def _describe_input(x: Any) -> tuple[int, int]:
     first = next(iter(x.values())) if isinstance(x, dict) else x
     shape = np.shape(first)
     if len(shape) < 2:
-        raise InputError(f"the input has shape {shape}; expected (T, B, *shape), time-major")
+        raise InputError(f"the input has shape {shape}; expected (T, B, *shape), time-major. "
+                         "Fix: save the input with a time and a batch axis")
     return int(shape[0]), int(shape[1])
 
 
@@ -508,7 +507,7 @@ def _trace_key(plan, spiking: list[str], trace: str | None):
             var = "v" if "v" in state else (state[0] if state else "")
         if var not in state:
             raise InputError(f"--trace {trace!r}: node {node!r} ({plan[node].node.type}) has no state {var!r}; "
-                             f"it has {list(state)}")
+                             f"it has {list(state)}. Fix: trace one of those, or another node")
         return (node, var)
     for name in spiking[::-1] + [s.name for s in plan.steps]:  # the spiking node nearest the output first
         if "v" in plan[name].node.spec.state:

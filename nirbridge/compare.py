@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from ._util import text_table
 from .adapters.base import available_backends, get_adapter
 from .dynamics import Dynamics
-from .errors import InputError, MissingDependencyError, NirBridgeError
+from .errors import InputError, MissingDependencyError
 from .graph import Graph
-from .program import build_program, resolve_dtype
+from .program import build_program, check_graph, resolve_dtype
 
 __all__ = ["compare", "Report", "Comparison", "Entry", "Divergence", "default_tolerance", "spiking_nodes"]
 
@@ -84,6 +85,7 @@ class Divergence:
 
     @property
     def key(self) -> Key:
+        """The node name, or ``(node, var)`` for a state variable."""
         return self.node if self.var is None else (self.node, self.var)
 
     def __str__(self) -> str:
@@ -105,10 +107,12 @@ class Entry:
 
     @property
     def ok(self) -> bool:
+        """Every element within tolerance at every step, and no structural mismatch."""
         return self.problem is None and self.first_step is None
 
     @property
     def label(self) -> str:
+        """The key as the report prints it (``node`` or ``node:var``)."""
         return self.key if isinstance(self.key, str) else f"{self.key[0]}:{self.key[1]}"
 
 
@@ -123,17 +127,21 @@ class Comparison:
 
     @property
     def ok(self) -> bool:
+        """Every entry agrees."""
         return all(e.ok for e in self.entries)
 
     @property
     def max_abs(self) -> float:
+        """The largest absolute error over all entries."""
         return max((e.max_abs for e in self.entries), default=0.0)
 
     @property
     def spikes_differ(self) -> int:
+        """The number of spikes that differ, over all spiking entries."""
         return sum(e.spikes_differ or 0 for e in self.entries)
 
     def entry(self, key: Key) -> Entry:
+        """The entry of a node name or ``(node, var)`` key."""
         for e in self.entries:
             if e.key == key:
                 return e
@@ -177,10 +185,12 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """At least two backends ran, none failed, and every one agrees with the baseline."""
         return len(self.ran) >= 2 and not self.failed and all(c.ok for c in self.comparisons.values())
 
     @property
     def first_divergence(self) -> Divergence | None:
+        """The earliest :class:`Divergence` over all backends (plan order breaks ties), or None."""
         divs = [c.first_divergence for c in self.comparisons.values() if c.first_divergence is not None]
         if not divs:
             return None
@@ -220,9 +230,7 @@ def compare(graph: Graph, x: Any, dynamics: Dynamics, backends: Sequence[str] = 
         a :class:`Report`. A non-baseline backend that raises on this graph is listed in
         ``report.failed`` (and the report is not ok); the baseline's errors propagate.
     """
-    if not isinstance(graph, Graph):
-        raise NirBridgeError(f"compare() takes a nirbridge.Graph, got {type(graph).__name__}. "
-                             "Fix: nb.load(path) or nb.Graph.from_nir(nir_graph)")
+    check_graph(graph, "compare")
     names = _backend_order(backends)
     required = set(names) if require is True else set(require or ())
     unknown = required - set(names)
@@ -374,13 +382,6 @@ def _num(v: float | None) -> str:
     return f"{v:.2e}"
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
 def _format(r: Report) -> str:
     lines = [f"nirbridge equivalence report: T={r.T} steps, B={r.B}, {r.dtype.name}, "
              f"tolerance |y - y_ref| <= {r.atol:g} + {r.rtol:g} * |y_ref|, baseline {r.baseline!r}", ""]
@@ -402,7 +403,7 @@ def _format(r: Report) -> str:
         fd = c.first_divergence
         where = "-" if fd is None else f"step {fd.step}, {fd.node}" + (f":{fd.var}" if fd.var else "")
         rows.append((b, "agrees" if c.ok else "DIFFERS", tm, sps, _num(c.max_abs), str(c.spikes_differ), where))
-    lines += _table(rows)
+    lines += text_table(rows)
     for b, why in r.unavailable.items():
         lines.append(f"  {b}: unavailable: {why}")
     for b, why in r.failed.items():
@@ -417,7 +418,7 @@ def _format(r: Report) -> str:
             rows.append((e.label, _num(e.max_abs), _num(e.max_rel),
                          "-" if e.spikes_differ is None else str(e.spikes_differ),
                          "-" if e.first_step is None else str(e.first_step)))
-        lines += ["  " + ln for ln in _table(rows)]
+        lines += ["  " + ln for ln in text_table(rows)]
         if c.first_divergence is not None:
             lines.append("  " + str(c.first_divergence))
     lines.append("")

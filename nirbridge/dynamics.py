@@ -173,7 +173,8 @@ class Dynamics:
         except (TypeError, ValueError):
             slope = float("nan")
         if not slope > 0:
-            raise DynamicsError(f"Dynamics.surrogate_slope must be > 0, got {self.surrogate_slope!r}")
+            raise DynamicsError(f"Dynamics.surrogate_slope must be a number > 0, got {self.surrogate_slope!r}. "
+                                "Fix: e.g. surrogate_slope=25.0 (the default)")
         object.__setattr__(self, "surrogate_slope", slope)
         object.__setattr__(self, "by_type", _normalize_by_type(self))
 

@@ -23,6 +23,7 @@ from typing import Any
 import nir
 import numpy as np
 
+from ._util import text_table
 from .errors import GraphError, ParameterError, ShapeError, node_error
 from .nodes import SUBGRAPH, NodeSpec, check_params, get_spec, spec_for_nir
 
@@ -84,9 +85,11 @@ class Node:
 
     @property
     def spec(self) -> NodeSpec:
+        """The node type's :class:`~nirbridge.nodes.NodeSpec`."""
         return get_spec(self.type, self.name)
 
     def to_nir(self) -> nir.NIRNode:
+        """A fresh ``nir`` node (or ``nir.NIRGraph``) with this node's parameters and metadata."""
         meta = _thaw(self.metadata)
         if self.subgraph is not None:
             g = self.subgraph.to_nir()
@@ -170,6 +173,7 @@ class Plan:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The flat node names in execution order."""
         return tuple(s.name for s in self.steps)
 
 
@@ -248,10 +252,12 @@ class Graph:
 
     @property
     def edges(self) -> tuple[tuple[str, str], ...]:
+        """Top-level edges ``(source, target)`` as NIR stores them (an end may name a nested graph)."""
         return self._edges
 
     @property
     def metadata(self) -> Mapping[str, Any]:
+        """The graph's NIR metadata (read-only)."""
         return self._metadata
 
     @property
@@ -276,9 +282,11 @@ class Graph:
         return self.plan[name].node
 
     def input_shape(self, name: str) -> Shape:
+        """The input shape of a node by flat name, without batch or time dimensions."""
         return self.plan[name].input_shape
 
     def output_shape(self, name: str) -> Shape:
+        """The output shape of a node by flat name, without batch or time dimensions."""
         return self.plan[name].output_shape
 
     def equals(self, other: Graph) -> bool:
@@ -295,7 +303,10 @@ class Graph:
         )
 
     def replace_params(self, params: Mapping[str, Mapping[str, Any]]) -> Graph:
-        """A new graph with some parameters replaced: ``{flat node name: {field: value}}``."""
+        """A new graph with some parameters replaced: ``{flat node name: {field: value}}``
+        (this graph itself when ``params`` is empty: a Graph never changes)."""
+        if not params:
+            return self
         return _replace(self, dict(params), prefix="")
 
     # ------------------------------------------------------------------ display
@@ -311,9 +322,7 @@ class Graph:
             src = ", ".join(f"{a} (recurrent)" if rec else a for a, rec in s.sources)
             rows.append((s.name, s.node.type, _fmt(s.input_shape), _fmt(s.output_shape),
                          str(n), ",".join(s.node.spec.state) or "-", src or "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = text_table(rows)
         rec = ", ".join(f"{a} -> {b}" for a, b in plan.recurrent) or "none"
         lines.append(f"{len(plan.steps)} nodes, {total} parameters; inputs: {', '.join(plan.inputs)}; "
                      f"outputs: {', '.join(plan.outputs)}; recurrent edges: {rec}")
@@ -440,11 +449,11 @@ def _replace(g: Graph, params: dict, prefix: str) -> Graph:
 
 
 # ---------------------------------------------------------------------- the execution plan
-def _flatten(g: Graph, prefix: str, flat: dict, edges: list, owner: dict, top: bool) -> None:
+def _flatten(g: Graph, prefix: str, flat: dict, edges: list, top: bool) -> None:
     for name, node in g.nodes.items():
         fname = prefix + name
         if node.subgraph is not None:
-            _flatten(node.subgraph, fname + ".", flat, edges, owner, top=False)
+            _flatten(node.subgraph, fname + ".", flat, edges, top=False)
             continue
         if fname in flat:
             raise node_error(GraphError, fname, "nodes",
@@ -479,7 +488,7 @@ def _resolve(nodes: Mapping[str, Node], prefix: str, end: str, role: str) -> str
 def _build_plan(g: Graph) -> Plan:
     flat: dict[str, tuple[Node, str]] = {}
     edges: list[tuple[str, str]] = []
-    _flatten(g, "", flat, edges, {}, top=True)
+    _flatten(g, "", flat, edges, top=True)
     seen: set[tuple[str, str]] = set()
     for a, b in edges:  # e.g. ("a", "sub") and ("a", "sub.input"): one edge, summed twice
         if (a, b) not in seen:

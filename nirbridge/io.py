@@ -27,6 +27,7 @@ import numpy as np
 from .errors import FileFormatError, NirBridgeError, UnsupportedError, node_error
 from .graph import ROOT, Graph
 from .nodes import NODE_SPECS, SUBGRAPH, check_params
+from .program import check_graph
 
 __all__ = ["load", "save"]
 
@@ -88,8 +89,7 @@ def save(graph: Graph, path: str | os.PathLike) -> None:
     left None that ``nir.write`` cannot store (a Conv's ``input_shape``, a Flatten's
     ``input_type``, an Output's ``output_type``).
     """
-    if not isinstance(graph, Graph):
-        raise TypeError(f"save() takes a nirbridge.Graph, got {type(graph).__name__}")
+    check_graph(graph, "save")
     _check_writable(graph, "")
     nir.write(str(path), graph.to_nir())
 

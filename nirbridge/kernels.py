@@ -33,22 +33,28 @@ class Ops:
 
     name = "abstract"
 
-    def const(self, value, like):  # a constant array with like's dtype (and device)
+    def const(self, value, like):
+        """``value`` (a number or NumPy array) as an array with ``like``'s dtype (and device)."""
         raise NotImplementedError
 
     def zeros(self, shape, dtype):
+        """An array of zeros of ``shape`` and ``dtype`` (on the backend's device)."""
         raise NotImplementedError
 
     def exp(self, x):
+        """``exp(x)``, elementwise."""
         raise NotImplementedError
 
     def expm1(self, x):
+        """``exp(x) - 1``, elementwise, accurate near 0."""
         raise NotImplementedError
 
-    def floor(self, x):  # rounding towards -inf, elementwise (Dynamics(spikes="count"))
+    def floor(self, x):
+        """Rounding towards -inf, elementwise (``Dynamics(spikes="count")``)."""
         raise NotImplementedError
 
     def where(self, cond, a, b):
+        """``a`` where ``cond`` holds, else ``b`` (broadcasting), elementwise."""
         raise NotImplementedError
 
     def spike(self, v, threshold, inclusive: bool, surrogate: str, slope: float):
@@ -60,9 +66,14 @@ class Ops:
         raise NotImplementedError
 
     def conv(self, x, w, b, geom: dict, nd: int):
+        """PyTorch's ``conv1d``/``conv2d`` (``nd``) of ``x`` (N, C, *spatial) with weight ``w`` (O, C/groups,
+        *kernel) and bias ``b`` (O,); ``geom`` from :func:`~nirbridge.nodes.conv_geometry` (padding as
+        (lo, hi) per spatial dim)."""
         raise NotImplementedError
 
     def pool(self, x, geom: dict, average: bool):
+        """The sum over each window of ``x`` (N, C, H, W) with zero padding, divided by the window area
+        if ``average``; ``geom`` from :func:`~nirbridge.nodes.pool_geometry`."""
         raise NotImplementedError
 
     def concat1(self, a, b):
@@ -70,11 +81,19 @@ class Ops:
         raise NotImplementedError
 
     def sum1(self, x):
+        """The sum along axis 1 (the axis after the batch)."""
         raise NotImplementedError
 
 
 @dataclass(frozen=True)
 class Kernel:
+    """The discrete update of one node type: four pure functions (see the module docstring).
+
+    ``static(step, dyn) -> dict``, ``prepare(ops, params, static, dyn) -> coefficients``,
+    ``init(ops, static, batch, dtype) -> state`` and ``step(ops, coefficients, static, state, x)
+    -> (state, y)``. Register one with :func:`register_kernel`.
+    """
+
     static: Callable[[Any, Any], dict]
     prepare: Callable[..., dict]
     init: Callable[..., dict]
@@ -189,8 +208,10 @@ def _spikes(ops, c, s, v):
 
 
 def _reset(ops, c, s, v, z, n):
+    # a select, not v*(1-z) + z*v_reset: the same values (exact either way), half the operations; the
+    # reset is not differentiated through the spike (snnTorch's default, a detached reset)
     if s["reset"] == "zero":
-        return v * (1 - z) + z * c["v_reset"]
+        return ops.where(z > 0, c["v_reset"], v)
     return v - n * c["v_threshold"]
 
 
@@ -219,25 +240,28 @@ def _fire(ops, c, s, state, update):
     return new, _spikes(ops, c, s, v)[1]
 
 
+def _decay(ops, k, method):
+    """``(a, e)``: the per-step decay ``a`` and ``e = 1 - a`` for ``k = dt/tau`` (``e`` via expm1 for
+    the exact method, so it keeps its precision when ``k`` is small)."""
+    if method == "euler":
+        return 1 - k, k
+    return ops.exp(-k), -ops.expm1(-k)
+
+
 def _leaky_prepare(ops, p, s, dyn):
+    """Coefficients of ``v' = a v + b + c x`` (``c`` absent with ``input_gain="unit"``): euler
+    ``a = 1 - k``, exact ``a = exp(-k)``; ``b = (1 - a) v_leak``, ``c = (1 - a) r``, ``k = dt/tau``."""
     c = dict(p)
-    k = ops.const(s["dt"], like=p["tau"]) / p["tau"]
-    if s["method"] == "euler":
-        c["k"] = k
-    else:
-        c["a"] = ops.exp(-k)
+    a, e = _decay(ops, ops.const(s["dt"], like=p["tau"]) / p["tau"], s["method"])
+    c["a"], c["b"] = a, e * p["v_leak"]
+    if s["gain"] == "nir":
+        c["c"] = e * p["r"]
     return c
 
 
 def _leaky_update(c, s, v, x):
-    if s["gain"] == "unit":
-        if s["method"] == "euler":
-            return v + c["k"] * (c["v_leak"] - v) + x
-        return c["v_leak"] + (v - c["v_leak"]) * c["a"] + x
-    if s["method"] == "euler":
-        return v + c["k"] * (c["v_leak"] - v + c["r"] * x)
-    u = c["v_leak"] + c["r"] * x
-    return u + (v - u) * c["a"]
+    drive = x if s["gain"] == "unit" else c["c"] * x
+    return c["a"] * v + c["b"] + drive
 
 
 def _li_step(ops, c, s, state, x):
@@ -269,19 +293,24 @@ def _if_step(ops, c, s, state, x):
 
 
 def _cuba_prepare(ops, p, s, dyn):
+    """Coefficients of ``i' = a_s i + c_s x`` and ``v' = a_m v + b_m + c_m j (+ c_x x)``, where ``j``
+    is the new current (``synapse="current_first"``) or the old one (``"simultaneous"``); ``c_s`` and
+    ``c_m`` are absent with ``input_gain="unit"``. Euler: ``a = 1 - dt/tau``; exact: ``a = exp(-dt/tau)``,
+    and with ``"simultaneous"`` the exact solution of the coupled equations (the ``c_x`` term)."""
     c = dict(p)
-    dt_s = ops.const(s["dt"], like=p["tau_syn"])
-    dt_m = ops.const(s["dt"], like=p["tau_mem"])
-    ks = dt_s / p["tau_syn"]
-    km = dt_m / p["tau_mem"]
-    if s["method"] == "euler":
-        c["ks"], c["km"] = ks, km
+    ks = ops.const(s["dt"], like=p["tau_syn"]) / p["tau_syn"]
+    km = ops.const(s["dt"], like=p["tau_mem"]) / p["tau_mem"]
+    c["as"], es = _decay(ops, ks, s["method"])
+    c["am"], em = _decay(ops, km, s["method"])
+    c["bm"] = em * p["v_leak"]
+    if s["gain"] == "unit":
         return c
-    c["as"], c["am"] = ops.exp(-ks), ops.exp(-km)
-    if s["synapse"] == "simultaneous" and s["gain"] == "nir":
-        # exact coupled solution: v gains r * (i - w_in x) * g over the step, with
+    c["cs"] = es * p["w_in"]
+    if s["method"] == "exact" and s["synapse"] == "simultaneous":
+        # exact coupled solution: v gains r (i - w_in x) g over the step, with
         # g = (dt/tau_mem) (a_s - a_m) / d, d = dt (1/tau_mem - 1/tau_syn), written without overflow as
-        # g = (dt/tau_mem) exp(-min(ks, km)) phi(-|d|), phi(y) = expm1(y)/y (1 at 0, in (0, 1] for y <= 0)
+        # g = (dt/tau_mem) exp(-min(ks, km)) phi(-|d|), phi(y) = expm1(y)/y (1 at 0, in (0, 1] for y <= 0);
+        # so v' = a_m v + (1 - a_m) v_leak + r g i + ((1 - a_m) - g) r w_in x
         d = km - ks
         pos = d > 0
         lead = ops.where(pos, c["as"], c["am"])  # exp(-min(ks, km))
@@ -289,32 +318,23 @@ def _cuba_prepare(ops, p, s, dyn):
         zero = nd == 0
         safe = ops.where(zero, ops.const(-1.0, like=d), nd)
         phi = ops.where(zero, ops.const(1.0, like=d), ops.expm1(safe) / safe)
-        c["g"] = km * lead * phi
+        g = km * lead * phi
+        c["cm"] = p["r"] * g
+        c["cx"] = (em - g) * p["r"] * p["w_in"]
+    else:
+        c["cm"] = em * p["r"]
     return c
 
 
 def _cuba_update(c, s, state, x):
     i, v = state["i"], state["v"]
-    if s["gain"] == "unit":  # decay, then add the input unscaled (Spyx)
-        if s["method"] == "euler":
-            i_new = i - c["ks"] * i + x
-            drive = i_new if s["synapse"] == "current_first" else i
-            return i_new, v + c["km"] * (c["v_leak"] - v) + drive
-        i_new = i * c["as"] + x
-        drive = i_new if s["synapse"] == "current_first" else i
-        return i_new, c["v_leak"] + (v - c["v_leak"]) * c["am"] + drive
-    if s["method"] == "euler":
-        i_new = i + c["ks"] * (c["w_in"] * x - i)
-        drive = i_new if s["synapse"] == "current_first" else i
-        v_new = v + c["km"] * (c["v_leak"] - v + c["r"] * drive)
-        return i_new, v_new
-    i_inf = c["w_in"] * x
-    i_new = i_inf + (i - i_inf) * c["as"]
-    if s["synapse"] == "current_first":
-        u = c["v_leak"] + c["r"] * i_new
-        return i_new, u + (v - u) * c["am"]
-    u = c["v_leak"] + c["r"] * i_inf
-    return i_new, u + (v - u) * c["am"] + c["r"] * (i - i_inf) * c["g"]
+    unit = s["gain"] == "unit"
+    i_new = c["as"] * i + (x if unit else c["cs"] * x)
+    drive = i_new if s["synapse"] == "current_first" else i
+    v_new = c["am"] * v + c["bm"] + (drive if unit else c["cm"] * drive)
+    if "cx" in c:
+        v_new = v_new + c["cx"] * x
+    return i_new, v_new
 
 
 def _cuba_init(ops, s, batch, dtype):
@@ -361,6 +381,7 @@ def _delay_prepare(ops, p, s, dyn):
         # one-hot over the buffer depth, broadcast over the batch axis: (1, depth+1, *shape)
         m = s["mask"].reshape((1, s["depth"] + 1) + s["shape"])
         c["mask"] = ops.const(m, like=p["delay"])
+        c["zero"] = ops.const(0.0, like=p["delay"])
     return c
 
 
@@ -377,7 +398,7 @@ def _delay_step(ops, c, s, state, x):
     if s["uniform"]:
         y = full[:, s["steps"]]
     else:  # select with where, not full * mask: 0 * inf would turn one buffered inf into NaN
-        y = ops.sum1(ops.where(c["mask"] > 0, full, ops.const(0.0, like=full)))
+        y = ops.sum1(ops.where(c["mask"] > 0, full, c["zero"]))
     return {"buffer": full[:, : s["depth"]]}, y
 
 
@@ -417,6 +438,7 @@ def register_kernel(node_type: str, kernel: Kernel, *, backend: str | None = Non
 
 
 def get_kernel(node_type: str, backend: str, node: str = "?") -> Kernel:
+    """The kernel of ``node_type`` for ``backend``: its own override if registered, else the shared one."""
     k = _OVERRIDES.get(backend, {}).get(node_type) or KERNELS.get(node_type)
     if k is None:
         raise node_error(UnknownNodeError, node, "type", f"no kernel for node type {node_type!r}",

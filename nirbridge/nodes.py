@@ -54,6 +54,7 @@ class NodeSpec:
 
     @property
     def stateful(self) -> bool:
+        """Whether the node carries state between time steps (a neuron, a Delay)."""
         return bool(self.state)
 
 
@@ -222,6 +223,7 @@ def _conv_output(nd: int):
 
 
 def pool_geometry(node: str, p: Mapping[str, Any]) -> dict:
+    """Kernel size, stride and padding (each one int per spatial dim) of a SumPool2d/AvgPool2d, checked."""
     kernel = _pair(node, "kernel_size", p["kernel_size"])
     stride = _pair(node, "stride", p["stride"])
     padding = _pair(node, "padding", p["padding"])
@@ -254,6 +256,7 @@ def _pool_output(node: str, p: Mapping[str, Any], s: Shape) -> Shape:
 
 
 def flatten_dims(node: str, p: Mapping[str, Any], s: Shape) -> tuple[int, int]:
+    """A Flatten's ``(start_dim, end_dim)`` as non-negative dims of input shape ``s``, checked."""
     nd = len(s)
     start = _int(node, "start_dim", p["start_dim"])
     end = _int(node, "end_dim", p["end_dim"])
@@ -451,6 +454,7 @@ def check_params(node: str, spec: NodeSpec, params: Mapping[str, Any], *, missin
 
 
 def get_spec(type_name: str, node: str = "?") -> NodeSpec:
+    """The spec of a node type name; an unknown type raises an error naming ``node``."""
     try:
         return NODE_SPECS[type_name]
     except KeyError:

@@ -34,9 +34,9 @@ import nir
 import numpy as np
 
 from .dynamics import Dynamics
-from .errors import DynamicsError, GraphError, ParameterError, UnsupportedError, node_error
+from .errors import DynamicsError, NirBridgeWarning, ParameterError, UnsupportedError, node_error
 from .graph import Graph
-from .repair import NirBridgeWarning
+from .program import check_graph
 
 __all__ = ["ASPECTS", "PRESETS", "Preset", "ExporterQuirkWarning", "LostInformationWarning", "export_graph",
            "get_preset", "import_graph", "names"]
@@ -310,8 +310,7 @@ def import_graph(graph: Graph, library: str, *, dt: float | None = None,
     Spyx: ``r = tau / dt``, ``w_in = tau_syn / dt``, and a nested graph's ``input -> w_rec`` edge
     becomes ``input -> neuron``. snnTorch, Sinabs and SpikingJelly need no correction.
     """
-    if not isinstance(graph, Graph):
-        raise GraphError(f"import_graph() takes a nirbridge.Graph, got {type(graph).__name__}. Fix: nb.load(path)")
+    check_graph(graph, "import_graph")
     preset = get_preset(library)
     dyn = preset.dynamics() if dt is None else preset.dynamics(dt=dt)
     fix = _IMPORT_FIXES.get(library)
@@ -332,6 +331,15 @@ def import_graph(graph: Graph, library: str, *, dt: float | None = None,
 
 def _warn_change(node: str, what: str) -> None:
     warnings.warn(ExporterQuirkWarning(f"node {node!r}: {what}"), stacklevel=3)
+
+
+def _apply_fixes(graph: Graph, changes: dict[str, dict[str, np.ndarray]], why: str) -> Graph:
+    """``graph`` with the corrected parameters, one :class:`ExporterQuirkWarning` per node naming the change."""
+    for name, new in changes.items():
+        old = graph.node(name).params
+        what = ", ".join(f"{f} {_short(old[f])} -> {_short(v)}" for f, v in new.items())
+        warnings.warn(ExporterQuirkWarning(f"node {name!r}: {why}: {what}"), stacklevel=4)  # the caller of import_graph
+    return graph.replace_params(changes)
 
 
 def _fix_norse(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
@@ -364,10 +372,8 @@ def _fix_norse(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
             new["w_in"] = (new["tau_syn"] / np.asarray(dyn.dt, dtype=new["tau_syn"].dtype)).astype(w.dtype)
         if new:
             changes[s.name] = new
-            what = ", ".join(f"{f} {_short(p[f])} -> {_short(v)}" for f, v in new.items())
-            _warn_change(s.name, f"Norse 1.1.0 exporter correction (tau = export_dt * tau_mem, w_in = 1 for a "
-                                 f"current that jumps by the input): {what}")
-    return graph.replace_params(changes) if changes else graph
+    return _apply_fixes(graph, changes, "Norse 1.1.0 exporter correction (tau = export_dt * tau_mem, w_in = 1 for "
+                        "a current that jumps by the input)")
 
 
 def _fix_spyx(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
@@ -386,10 +392,8 @@ def _fix_spyx(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
             new["w_in"] = _ratio(p["tau_syn"], dyn.dt, p["w_in"])
         if new:
             changes[s.name] = new
-            what = ", ".join(f"{f} {_short(p[f])} -> {_short(v)}" for f, v in new.items())
-            _warn_change(s.name, f"Spyx exporter correction (r = beta and w_in = 1 are not the model's: Spyx adds "
-                                 f"the input unscaled): {what}")
-    return graph.replace_params(changes) if changes else graph
+    return _apply_fixes(graph, changes, "Spyx exporter correction (r = beta and w_in = 1 are not the model's: Spyx "
+                        "adds the input unscaled)")
 
 
 def _ratio(tau, dt, like) -> np.ndarray:
@@ -475,11 +479,11 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
     ...
     nirbridge.errors.UnsupportedError: node 'lif', field 'reset_timing': ...
     """
-    if not isinstance(graph, Graph):
-        raise GraphError(f"export_graph() takes a nirbridge.Graph, got {type(graph).__name__}")
+    check_graph(graph, "export_graph")
     src = get_preset(source).dynamics() if isinstance(source, str) else source
     if not isinstance(src, Dynamics):
-        raise DynamicsError(f"export_graph(): source must be a preset name or a Dynamics, got {source!r}")
+        raise DynamicsError(f"export_graph(): source must be a preset name or a Dynamics, got {source!r}. "
+                            f"Fix: e.g. 'snntorch' (one of {names()}) or Dynamics(dt=...)")
     if target not in IMPORTERS:
         raise UnsupportedError(f"export_graph(): no importer reading recorded for {target!r}; supported targets: "
                                f"{sorted(IMPORTERS)}. Fix: simulate with nirbridge, or add the importer's "
@@ -532,8 +536,7 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
                 if f in p:
                     a = np.asarray(p[f])
                     new[f] = (a * np.asarray(scale, dtype=np.float64)).astype(a.dtype)
-            if t in ("CubaLIF", "CubaLI"):
-                pass  # w_in and r are gains per step of dt/tau, unchanged when dt and tau scale together
+            # CubaLI(F): w_in and r are gains per step of dt/tau, unchanged when dt and tau scale together
             if t in ("I", "IF"):
                 a = np.asarray(p["r"])
                 new["r"] = (a / np.asarray(scale, dtype=np.float64)).astype(a.dtype)
@@ -548,7 +551,7 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
                 f"{f} {_short(p[f])} -> {_short(v)}" for f, v in new.items())
     for node, what in notes.items():
         _warn_change(node, f"rewritten for {imp['library']} (dt {src.dt:g} -> {tgt.dt:g}): " + ", ".join(what))
-    return graph.replace_params(changes) if changes else graph
+    return graph.replace_params(changes)
 
 
 def _same(node: str, setting: str, a, b, imp) -> None:

@@ -9,23 +9,29 @@ they loop over time (a Python loop, ``lax.scan``) and in ``ops``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .dynamics import Dynamics
-from .errors import DynamicsError, InputError
+from .errors import DynamicsError, GraphError, InputError, ParameterError, node_error
 from .graph import Graph, Step
 from .kernels import Kernel, get_kernel
 
-__all__ = ["Program", "build_program", "graph_step", "init_state", "prepare", "parse_record",
-           "normalize_inputs", "resolve_dtype"]
+__all__ = ["Program", "build_program", "check_graph", "float_params", "graph_step", "init_state", "prepare",
+           "parse_record", "normalize_inputs", "resolve_dtype", "run_stateless", "write_back"]
 
 
 @dataclass(frozen=True)
 class Program:
+    """A graph's plan with every node's kernel and static configuration resolved for one
+    :class:`~nirbridge.dynamics.Dynamics` and one backend (build it with :func:`build_program`).
+
+    Immutable and framework-free: the backends hold one and run it with their own ``ops``.
+    """
+
     graph: Graph
     dynamics: Dynamics
     steps: tuple[Step, ...]
@@ -37,17 +43,37 @@ class Program:
     recurrent_init: Mapping[str, np.ndarray] = field(default_factory=dict)
     # forward edges (source, target) that carry the source's previous-step output: Dynamics(output_delay=1)
     delayed_edges: frozenset[tuple[str, str]] = frozenset()
+    # derived: node -> ((source, carries the source's previous-step output?), ...), read by graph_step
+    feeds: Mapping[str, tuple[tuple[str, bool], ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        feeds = {s.name: tuple((src, rec or (src, s.name) in self.delayed_edges) for src, rec in s.sources)
+                 for s in self.steps}
+        object.__setattr__(self, "feeds", feeds)
 
     @property
     def inputs(self) -> tuple[str, ...]:
+        """The graph's input names (the keys of a dict input)."""
         return self.graph.plan.inputs
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        """The graph's output names (the keys of every result)."""
         return self.graph.plan.outputs
 
 
+def check_graph(graph: Any, caller: str) -> None:
+    """Raise :class:`~nirbridge.errors.GraphError` unless ``graph`` is a :class:`~nirbridge.graph.Graph`;
+    ``caller`` is the public function the message names (``"simulate"``)."""
+    if not isinstance(graph, Graph):
+        raise GraphError(f"{caller}() takes a nirbridge.Graph, got {type(graph).__name__}. "
+                         "Fix: nb.load(path) or nb.Graph.from_nir(nir_graph)")
+
+
 def build_program(graph: Graph, dynamics: Dynamics, backend: str) -> Program:
+    """Resolve every node's kernel (``backend``'s override, else the shared one) and static
+    configuration for ``dynamics``; raises if the graph cannot run with these dynamics (e.g. a
+    Delay that is not a whole number of steps)."""
     if not isinstance(dynamics, Dynamics):
         raise DynamicsError(
             f"expected a nirbridge.Dynamics, got {type(dynamics).__name__}. Fix: pass Dynamics(dt=...)"
@@ -138,6 +164,8 @@ def _rest_outputs(plan, kernels, static, dynamics, sources) -> dict[str, np.ndar
 
 
 def float_params(step: Step) -> dict[str, np.ndarray]:
+    """``{field: array}`` of a node's floating-point NIR parameters as the graph holds them
+    (original dtypes; fields left None are left out)."""
     spec = step.node.spec
     return {f: np.asarray(step.node.params[f]) for f in spec.float_params
             if step.node.params.get(f) is not None}
@@ -150,6 +178,8 @@ def prepare(ops, prog: Program, params: Mapping[str, Mapping[str, Any]]) -> dict
 
 
 def init_state(ops, prog: Program, batch: int, dtype) -> dict:
+    """The state at step 0 for a batch: ``{"nodes": {node: {var: array}}, "prev": {recurrent or
+    delayed source: its step-0 output}}`` (zeros unless the Dynamics say otherwise)."""
     nodes = {}
     for s in prog.steps:
         st = prog.kernels[s.name].init(ops, prog.static[s.name], (batch,), dtype)
@@ -176,8 +206,8 @@ def graph_step(ops, prog: Program, coeffs: Mapping, state: Mapping, inputs_t: Ma
             outs[s.name] = inputs_t[s.name]
             continue
         x = None
-        for src, rec in s.sources:
-            v = prev[src] if rec or (src, s.name) in prog.delayed_edges else outs[src]
+        for src, from_prev in prog.feeds[s.name]:
+            v = prev[src] if from_prev else outs[src]
             x = v if x is None else x + v
         new, y = prog.kernels[s.name].step(ops, coeffs[s.name], prog.static[s.name], nodes.get(s.name, {}), x)
         if new:
@@ -186,7 +216,60 @@ def graph_step(ops, prog: Program, coeffs: Mapping, state: Mapping, inputs_t: Ma
     return {"nodes": nodes, "prev": {a: outs[a] for a in prog.recurrent_sources}}, outs
 
 
+def run_stateless(ops, prog: Program, coeffs: Mapping, rows: dict, names: Collection[str]) -> dict:
+    """Run the stateless nodes ``names`` (e.g. :attr:`Program.hoistable`), in plan order, on
+    arrays whose leading axis is any number of rows (all ``T*B`` time steps and batch rows at
+    once). ``rows`` maps every source they read to its rows; their outputs are added to it."""
+    for s in prog.steps:
+        if s.name not in names:
+            continue
+        x = None
+        for src, _ in s.sources:
+            x = rows[src] if x is None else x + rows[src]
+        _, rows[s.name] = prog.kernels[s.name].step(ops, coeffs[s.name], prog.static[s.name], {}, x)
+    return rows
+
+
+def write_back(prog: Program, values: Mapping[str, Mapping[str, Any]], unchanged: Callable[[Any, np.ndarray], bool],
+               to_numpy: Callable[[Any], np.ndarray] = np.asarray) -> Graph:
+    """The program's graph with (trained) parameter values written back, bit-exact.
+
+    ``values`` is ``{flat node name: {field: backend array}}``; nodes and fields left out keep
+    their values. A value for which ``unchanged(value, original array)`` holds (the backend's copy
+    of the original, untouched) keeps the original array, dtype included (e.g. float64 neuron
+    parameters of a float32 model). Any other is stored cast to the original dtype; an integer
+    parameter whose new values are not whole numbers raises :class:`~nirbridge.errors.ParameterError`.
+    """
+    plan = prog.graph.plan
+    changes: dict[str, dict[str, np.ndarray]] = {}
+    for name, fields in values.items():
+        originals = float_params(plan[name]) if name in plan else {}
+        if not originals:
+            have = sorted(s.name for s in plan.steps if float_params(s))
+            raise node_error(ParameterError, name, None, "the graph has no node with float parameters of this name",
+                             f"use one of {have}")
+        for f, value in (fields or {}).items():
+            if f not in originals:
+                raise node_error(ParameterError, name, f, f"{plan[name].node.type} has no float parameter {f!r}",
+                                 f"use one of {sorted(originals)}")
+            orig = originals[f]
+            if tuple(np.shape(value)) != orig.shape:
+                raise node_error(ParameterError, name, f, f"has shape {tuple(np.shape(value))}, the graph's has "
+                                 f"{orig.shape}", "keep the parameter shapes")
+            if unchanged(value, orig):
+                continue
+            new = to_numpy(value)
+            out = new.astype(orig.dtype)
+            if orig.dtype.kind != "f" and not np.array_equal(out.astype(new.dtype), new):
+                raise node_error(ParameterError, name, f,
+                                 f"the graph stores it as {orig.dtype} but the new values are not whole numbers",
+                                 f"round the values, or give the graph a float {f}")
+            changes.setdefault(name, {})[f] = out
+    return prog.graph.replace_params(changes)
+
+
 def resolve_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` (None: float32) as a NumPy dtype; only float32 and float64 are accepted."""
     try:
         dt = np.dtype(dtype if dtype is not None else np.float32)
     except TypeError:
@@ -234,7 +317,8 @@ def normalize_inputs(prog: Program, x: Any, dtype: np.dtype, *, convert=np.asarr
         if kind is not None and kind not in "biuf":
             raise InputError(f"input {n!r} has dtype {v.dtype}; expected numbers. Fix: pass a float array")
         if shape[0] < 1 or shape[1] < 1:
-            raise InputError(f"input {n!r} has shape {shape}: T and B must be at least 1")
+            raise InputError(f"input {n!r} has shape {shape}: T and B must be at least 1. "
+                             "Fix: give at least one time step and one batch row")
         out[n] = convert(v, dtype)
     return out, tb[0], tb[1]
 
@@ -269,7 +353,7 @@ def parse_record(prog: Program, record: Any) -> tuple[list[str], list[tuple[str,
             vars_ = _state_vars(prog, r[0])
             if r[1] not in vars_:
                 raise InputError(f"node {r[0]!r} ({plan[r[0]].node.type}) has no state variable {r[1]!r}; "
-                                 f"it has {list(vars_)}")
+                                 f"it has {list(vars_)}. Fix: record one of those, or the node's output by name")
             states.append((r[0], r[1]))
         else:
             if r not in plan:

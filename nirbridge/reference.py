@@ -13,13 +13,25 @@ from typing import Any
 
 import numpy as np
 
+from ._util import progress_bar
 from .kernels import Ops
-from .program import Program, graph_step, init_state, normalize_inputs, parse_record, prepare, resolve_dtype
+from .program import (
+    Program,
+    float_params,
+    graph_step,
+    init_state,
+    normalize_inputs,
+    parse_record,
+    prepare,
+    resolve_dtype,
+)
 
 __all__ = ["NumpyOps", "run_reference", "ReferenceAdapter"]
 
 
 class NumpyOps(Ops):
+    """The kernels' array operations in plain NumPy (see the module docstring)."""
+
     name = "reference"
 
     def const(self, value, like):
@@ -93,12 +105,12 @@ class NumpyOps(Ops):
 
 def cast_params(prog: Program, dtype: np.dtype) -> dict:
     """The params pytree ``{node: {field: array}}`` of a program, cast to the compute dtype."""
-    from .program import float_params
-
     return {s.name: {k: v.astype(dtype) for k, v in float_params(s).items()} for s in prog.steps}
 
 
 def run_reference(prog: Program, x: Any, *, record=None, dtype=None, progress: bool = False) -> dict:
+    """Run ``prog`` on ``x`` one time step at a time; the result is laid out as
+    :func:`nirbridge.simulate`'s (outputs, recorded nodes and ``(node, var)`` states, ``(T, B, ...)``)."""
     dtype = resolve_dtype(dtype)
     ops = NumpyOps()
     coeffs = prepare(ops, prog, cast_params(prog, dtype))
@@ -110,7 +122,7 @@ def run_reference(prog: Program, x: Any, *, record=None, dtype=None, progress: b
     for n, v in rec_states:
         result[(n, v)] = np.empty((T, B) + _state_shape(prog, n, v), dtype)
     state = init_state(ops, prog, B, dtype)
-    bar = _progress(T, progress, "reference")
+    bar = progress_bar(T, progress, "reference")
     for t in range(T):
         state, outs = graph_step(ops, prog, coeffs, state, {n: a[t] for n, a in inputs.items()})
         for k in keys:
@@ -129,16 +141,6 @@ def _state_shape(prog: Program, node: str, var: str) -> tuple[int, ...]:
     if var == "buffer":
         return (prog.static[node]["depth"],) + s.input_shape
     return s.input_shape
-
-
-def _progress(total: int, enabled: bool, label: str):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress is a nicety; tqdm is in the cli extra
-        return None
-    return tqdm(total=total, desc=f"simulate ({label})", unit="step")
 
 
 class ReferenceAdapter:

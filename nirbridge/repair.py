@@ -33,6 +33,8 @@ class RepairWarning(NirBridgeWarning):
 
 @dataclass(frozen=True)
 class Repair:
+    """One repair: the node (flat name) and field changed, the shape before and after, and why."""
+
     node: str  # flat name
     field: str
     old: tuple[int, ...]

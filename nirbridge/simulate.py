@@ -6,9 +6,8 @@ from typing import Any
 
 from .adapters.base import get_adapter
 from .dynamics import Dynamics
-from .errors import GraphError
 from .graph import Graph
-from .program import build_program
+from .program import build_program, check_graph
 
 __all__ = ["simulate"]
 
@@ -42,9 +41,7 @@ def simulate(graph: Graph, x: Any, dynamics: Dynamics, backend: str = "reference
     >>> [round(float(v), 4) for v in out[("lif", "v")][:, 0, 0]]
     [0.1, 0.19, 0.0, 0.1]
     """
-    if not isinstance(graph, Graph):
-        raise GraphError(f"simulate() takes a nirbridge.Graph, got {type(graph).__name__}. "
-                         "Fix: nb.load(path) or nb.Graph.from_nir(nir_graph)")
+    check_graph(graph, "simulate")
     adapter = get_adapter(backend)
     prog = build_program(graph, dynamics, adapter.name)
     return adapter.simulate(prog, x, record=record, dtype=dtype, progress=progress)

@@ -22,13 +22,7 @@ from nirbridge.errors import ShapeError, UnsupportedError  # noqa: E402
 nn = torch.nn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # performance only: 2 OpenMP threads on a busy 2-core machine wait more than they compute
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # performance only (see conftest.py)
 
 
 # ---------------------------------------------------------------------------- round trips

@@ -35,14 +35,7 @@ from nirbridge.errors import InputError  # noqa: E402
 TOL = {"float32": 1e-5, "float64": 1e-10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # performance only: the test machine is shared, and 2 OpenMP threads on 2 busy cores turn
-    # each tiny matrix product into milliseconds of waiting
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # performance only (see conftest.py)
 
 
 def _variants(node_type):
@@ -272,6 +265,26 @@ def test_torch_compile(rng):
         np.testing.assert_allclose(m.get_parameter(name).grad.numpy(), p.grad.numpy(), rtol=1e-4, atol=1e-6)
     assert (m.get_parameter("affine.weight").grad != 0).any()
     assert nb.from_torch(compiled).equals(g)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:<class 'torch.autograd.function.Function'> should not be:DeprecationWarning")
+@pytest.mark.slow  # inductor compiles two chunk programs (the 60 steps are 7 chunks of 8 and one of 4)
+def test_compiled_chunks_match_the_reference():
+    """to_torch(compile=True): the time loop as compiled chunks of 8 steps, the same numbers as the
+    reference (outputs and recorded states, recurrent edges and a Delay carried across chunks)."""
+    g, x, dt = recurrent_case(T=60)
+    dyn = nb.Dynamics(dt=dt)
+    m = to_torch(g, dyn, compile=True)
+    with torch.no_grad():
+        got, _ = m.run(torch.from_numpy(x.astype(np.float32)), record=["lif", ("lif", "v"), ("delay", "buffer")])
+    ref = nb.simulate(g, x, dyn, record=["lif", ("lif", "v"), ("delay", "buffer")])
+    for key in ("output", "lif", ("lif", "v"), ("delay", "buffer")):
+        # float32, same operations in the same order; 1e-5 covers fused-kernel rounding
+        np.testing.assert_allclose(got[key].numpy(), ref[key], rtol=1e-5, atol=1e-5, err_msg=str(key))
+    np.testing.assert_array_equal(got["lif"].numpy(), ref["lif"])  # spikes identical
+    with pytest.raises(ValueError, match="chunk length"):
+        to_torch(g, dyn, compile=-1)
 
 
 def test_custom_kernel_for_torch_only(monkeypatch):

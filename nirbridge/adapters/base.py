@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..errors import MissingDependencyError, NirBridgeError
+from ..errors import InputError, MissingDependencyError
 
 __all__ = ["Adapter", "get_adapter", "register_adapter", "available_backends", "require"]
 
@@ -23,7 +23,10 @@ class Adapter(Protocol):
     name: str
 
     def simulate(self, prog: Any, x: Any, *, record: Any = None, dtype: Any = None,
-                 progress: bool = False) -> dict: ...
+                 progress: bool = False) -> dict:
+        """Run the :class:`~nirbridge.program.Program` on ``x``; return NumPy arrays laid out as
+        :func:`nirbridge.simulate` returns them."""
+        ...
 
 
 # backend name -> (module, attribute, framework module it needs, extra that installs it)
@@ -55,10 +58,12 @@ def register_adapter(name: str, factory: Callable[[], Adapter], *, replace: bool
 
 
 def available_backends() -> list[str]:
+    """The backend names :func:`nirbridge.simulate` accepts (installed or not)."""
     return sorted(set(_REGISTRY) | set(_FACTORIES))
 
 
 def get_adapter(name: str) -> Adapter:
+    """The adapter of backend ``name``, imported on first use (one instance per name)."""
     if name in _INSTANCES:
         return _INSTANCES[name]
     if name in _FACTORIES:
@@ -69,6 +74,6 @@ def get_adapter(name: str) -> Adapter:
             require(needs, extra or needs)
         inst = getattr(importlib.import_module(module), attr)()
     else:
-        raise NirBridgeError(f"unknown backend {name!r}. Fix: use one of {available_backends()}")
+        raise InputError(f"unknown backend {name!r}. Fix: use one of {available_backends()}")
     _INSTANCES[name] = inst
     return inst

@@ -60,5 +60,6 @@ def from_equinox(module: EquinoxSNN) -> Graph:
     """The module's graph with its (possibly trained) parameters written back, bit-exact for
     untouched ones (see :func:`~nirbridge.adapters.jax.from_jax`)."""
     if not isinstance(module, EquinoxSNN):
-        raise InputError(f"from_equinox() takes a module made by to_equinox, got {type(module).__name__}")
+        raise InputError(f"from_equinox() takes a module made by to_equinox, got {type(module).__name__}. "
+                         "Fix: pass the EquinoxSNN that nb.to_equinox returned (or its trained copy)")
     return from_jax(module.model, module.params)

@@ -64,5 +64,6 @@ def from_flax(module: FlaxSNN) -> Graph:
     """The module's graph with its (possibly trained) parameters written back, bit-exact for
     untouched ones (see :func:`~nirbridge.adapters.jax.from_jax`)."""
     if not isinstance(module, FlaxSNN):
-        raise InputError(f"from_flax() takes a module made by to_flax, got {type(module).__name__}")
+        raise InputError(f"from_flax() takes a module made by to_flax, got {type(module).__name__}. "
+                         "Fix: pass the FlaxSNN that nb.to_flax returned")
     return from_jax(module.model, module.param_values())

@@ -48,19 +48,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..errors import GraphError, InputError, ParameterError, node_error
+from ..errors import InputError, ParameterError, node_error
 from ..graph import Graph
 from ..kernels import Ops
 from ..program import (
     Program,
     build_program,
-    float_params,
+    check_graph,
     graph_step,
     init_state,
     normalize_inputs,
     parse_record,
     prepare,
     resolve_dtype,
+    run_stateless,
+    write_back,
 )
 from ..reference import cast_params
 
@@ -229,10 +231,12 @@ class JaxModel:
 
     @property
     def graph(self) -> Graph:
+        """The :class:`~nirbridge.graph.Graph` the model was built from (original parameters)."""
         return self.program.graph
 
     @property
     def dynamics(self):
+        """The :class:`~nirbridge.dynamics.Dynamics` the model runs."""
         return self.program.dynamics
 
     def __repr__(self) -> str:
@@ -325,10 +329,7 @@ class JaxModel:
         hoisted = self.hoisted(B)
         # hoisted nodes run over all T*B rows at once, in plan order
         flat = {n: a.reshape((T * B,) + a.shape[2:]) for n, a in inputs.items()}
-        for s in prog.steps:
-            if s.name in hoisted:
-                x = sum((flat[src] for src, _ in s.sources[1:]), flat[s.sources[0][0]])
-                _, flat[s.name] = prog.kernels[s.name].step(OPS, coeffs[s.name], prog.static[s.name], {}, x)
+        flat = run_stateless(OPS, prog, coeffs, flat, hoisted)
         # what the scan needs from outside it: sources of the nodes run in it, recorded nodes
         needed = set(keys) | set(prog.recurrent_sources)
         for s in prog.steps:
@@ -371,9 +372,7 @@ def to_jax(graph: Graph, dynamics, *, dtype: Any = "float32", hoist: Any = "auto
     Returns:
         a :class:`JaxModel`; ``model.run(model.params, x)`` runs a sequence.
     """
-    if not isinstance(graph, Graph):
-        raise GraphError(f"to_jax() takes a nirbridge.Graph, got {type(graph).__name__}. "
-                         "Fix: nb.load(path) or nb.Graph.from_nir(nir_graph)")
+    check_graph(graph, "to_jax")
     return JaxModel(build_program(graph, dynamics, "jax"), dtype=dtype, hoist=hoist, checkpoint=checkpoint)
 
 
@@ -385,42 +384,16 @@ def from_jax(model: JaxModel, params: Mapping | None = None) -> Graph:
     cast to the original dtype. Nodes or fields missing from ``params`` keep their original values.
     """
     if not isinstance(model, JaxModel):
-        raise InputError(f"from_jax() takes a JaxModel (from to_jax), got {type(model).__name__}")
+        raise InputError(f"from_jax() takes a JaxModel (from to_jax), got {type(model).__name__}. "
+                         "Fix: from_jax(model, trained_params) with the model nb.to_jax returned")
     params = model.params if params is None else params
-    extra = sorted(set(params) - set(model.params))
-    if extra:
-        raise node_error(ParameterError, extra[0], None, "params has a node the model has no parameters for",
-                         f"use the nodes of model.params: {sorted(model.params)}")
-    changes: dict[str, dict[str, np.ndarray]] = {}
-    for step in model.program.steps:
-        given = params.get(step.name)
-        if given is None:
-            continue
-        originals = float_params(step)
-        for f, value in given.items():
-            if f not in originals:
-                raise node_error(ParameterError, step.name, f, f"{step.node.type} has no float parameter {f!r}",
-                                 f"use one of {sorted(originals)}")
-            new = _written_back(step.name, f, np.asarray(value), originals[f], model.dtype)
-            if new is not None:
-                changes.setdefault(step.name, {})[f] = new
-    return model.graph.replace_params(changes) if changes else model.graph
+    dtype = model.dtype
 
+    def unchanged(value, orig: np.ndarray) -> bool:
+        new = np.asarray(value)
+        return new.dtype == dtype and new.tobytes() == orig.astype(dtype).tobytes()
 
-def _written_back(node: str, field: str, new: np.ndarray, orig: np.ndarray, dtype: np.dtype):
-    """None if ``new`` is the original cast to ``dtype``; else ``new`` in the original's dtype."""
-    if new.shape != orig.shape:
-        raise node_error(ParameterError, node, field, f"has shape {new.shape}, the graph's has {orig.shape}",
-                         "keep the parameter shapes")
-    cast = orig.astype(dtype)
-    if new.dtype == cast.dtype and new.tobytes() == cast.tobytes():
-        return None
-    out = new.astype(orig.dtype)
-    if orig.dtype.kind != "f" and not np.array_equal(out.astype(new.dtype), new):
-        raise node_error(ParameterError, node, field,
-                         f"the graph stores it as {orig.dtype} but the new values are not whole numbers",
-                         f"round the values, or give the graph a float {field}")
-    return out
+    return write_back(model.program, params, unchanged)
 
 
 class JaxAdapter:

@@ -48,6 +48,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -55,6 +56,7 @@ from typing import Any
 import nir
 import numpy as np
 
+from .._util import progress_bar
 from ..dynamics import Dynamics
 from ..errors import GraphError, InputError, ShapeError, UnsupportedError, node_error
 from ..graph import Graph
@@ -63,6 +65,7 @@ from ..nodes import spec_for_nir
 from ..program import (
     Program,
     build_program,
+    check_graph,
     float_params,
     graph_step,
     init_state,
@@ -70,8 +73,9 @@ from ..program import (
     parse_record,
     prepare,
     resolve_dtype,
+    run_stateless,
+    write_back,
 )
-from ..reference import _progress
 from .base import require
 
 torch = require("torch", "torch")
@@ -239,11 +243,13 @@ class NirModule(nn.Module):
         param_paths: flat node name -> prefix of its parameters' ``state_dict`` keys.
     """
 
-    def __init__(self, prog: Program, dtype: Any = torch.float32, *, hoist: bool = True):
+    def __init__(self, prog: Program, dtype: Any = torch.float32, *, hoist: bool = True, compile_chunk: int = 0):
         super().__init__()
         self._shared = _Shared(prog)
         self._build_dtype = dtype
         self.hoist = bool(hoist)
+        self.compile_chunk = int(compile_chunk)
+        self._chunks: dict = {}  # chunk functions (compiled or plain) by recorded values
         # holds the module's device and dtype even for graphs without parameters
         self.register_buffer("_anchor", torch.zeros((), dtype=dtype), persistent=False)
         self.param_paths: dict[str, str] = {}
@@ -266,14 +272,17 @@ class NirModule(nn.Module):
     # ------------------------------------------------------------------ accessors
     @property
     def program(self) -> Program:
+        """The :class:`~nirbridge.program.Program` the module runs."""
         return self._shared.prog
 
     @property
     def graph(self) -> Graph:
+        """The :class:`~nirbridge.graph.Graph` the module was built from (original parameters)."""
         return self._shared.prog.graph
 
     @property
     def dynamics(self) -> Dynamics:
+        """The :class:`~nirbridge.dynamics.Dynamics` the module runs."""
         return self._shared.prog.dynamics
 
     def node_params(self) -> dict[str, dict[str, Any]]:
@@ -315,40 +324,49 @@ class NirModule(nn.Module):
         state = self.init_state(B) if state is None else state
         skip = prog.hoistable if self.hoist else frozenset()
         full = self._hoisted(ops, coeffs, inputs, T, B) if skip else {}
-        seq = {n: v.unbind(0) for n, v in {**inputs, **full}.items()}
+        seq = {**inputs, **full}
         rec_nodes, rec_states = parse_record(prog, record)
         keys = list(dict.fromkeys([*prog.outputs, *rec_nodes]))
-        traced = {k: [] for k in keys if k not in full}
-        states: dict[tuple[str, str], list] = {k: [] for k in rec_states}
-        bar = _progress(T, progress, "torch")
-        for t in range(T):
-            state, outs = graph_step(ops, prog, coeffs, state, {n: v[t] for n, v in seq.items()}, skip)
-            for k, lst in traced.items():
-                lst.append(outs[k])
-            for (n, var), lst in states.items():
-                lst.append(state["nodes"][n][var])
+        traced = tuple(k for k in keys if k not in full)
+        chunk = self._chunk_fn(traced, tuple(rec_states), skip)
+        bar = progress_bar(T, progress, "torch")
+        # eager: one chunk of all T steps (or 100 chunks, to move a progress bar); compiled: K steps
+        size = self.compile_chunk or (T if bar is None else max(1, T // 100))
+        pieces: dict[Any, list] = {k: [] for k in (*traced, *rec_states)}
+        for t in range(0, T, size):
+            state, ys = chunk(coeffs, state, {n: v[t : t + size] for n, v in seq.items()})
+            for k, y in ys.items():
+                pieces[k].append(y)
             if bar is not None:
-                bar.update(1)
+                bar.update(min(size, T - t))
         if bar is not None:
             bar.close()
-        result: dict[Any, Any] = {}
-        for k in keys:
-            result[k] = full[k] if k in full else torch.stack(traced[k])
-        for k, lst in states.items():
-            result[k] = torch.stack(lst)
+        result: dict[Any, Any] = {k: full[k] for k in keys if k in full}
+        for k, lst in pieces.items():
+            result[k] = lst[0] if len(lst) == 1 else torch.cat(lst)
         return result, state
+
+    def __getstate__(self):  # pickle / deepcopy: the chunk functions are rebuilt on demand
+        return {**self.__dict__, "_chunks": {}}
+
+    def _chunk_fn(self, traced: tuple, states: tuple, skip: frozenset):
+        """``chunk(coeffs, state, xs) -> (state, {key: (K, B, ...)})``: ``K`` steps of the graph;
+        compiled with ``torch.compile`` (one program per set of recorded values) when
+        ``compile_chunk`` is set."""
+        key = (traced, states, skip)
+        fn = self._chunks.get(key)
+        if fn is None:
+            fn = functools.partial(_run_chunk, self._ops(), self.program, traced, states, skip)
+            if self.compile_chunk:
+                fn = torch.compile(fn, dynamic=False)
+            self._chunks[key] = fn
+        return fn
 
     def _hoisted(self, ops, coeffs, inputs, T, B) -> dict:
         """Stateless nodes fed only by graph inputs, over all ``T*B`` rows at once."""
         prog = self.program
         rows = {n: v.reshape((T * B,) + tuple(v.shape[2:])) for n, v in inputs.items()}
-        for s in prog.steps:
-            if s.name not in prog.hoistable:
-                continue
-            x = None
-            for src, _ in s.sources:
-                x = rows[src] if x is None else x + rows[src]
-            _, rows[s.name] = prog.kernels[s.name].step(ops, coeffs[s.name], prog.static[s.name], {}, x)
+        rows = run_stateless(ops, prog, coeffs, rows, prog.hoistable)
         return {n: rows[n].reshape((T, B) + tuple(rows[n].shape[1:])) for n in prog.hoistable}
 
     def _pick(self, outs: Mapping):
@@ -380,22 +398,30 @@ class NirModule(nn.Module):
     # ------------------------------------------------------------------ back to NIR
     def to_graph(self) -> Graph:
         """The graph with the module's current parameters (see :func:`from_torch`)."""
-        changes: dict[str, dict[str, np.ndarray]] = {}
-        plan = self.graph.plan
-        for name, path in self.param_paths.items():
-            leaf = self.get_submodule(path)
-            for f in self._fields[name]:
-                cur = getattr(leaf, f).detach()
-                if cur.device.type == "meta":
+        values: dict[str, dict[str, Any]] = {}
+        for name, params in self.node_params().items():
+            for f, p in params.items():
+                if p.device.type == "meta":
                     raise node_error(UnsupportedError, name, f, "the parameter is on the meta device and holds no "
                                      "values", "move the module to a real device and load its weights first")
-                cur = cur.cpu()
-                orig = np.asarray(plan[name].node.params[f])
-                built = torch.tensor(np.array(orig), dtype=self._build_dtype).to(cur.dtype)
-                if cur.shape == built.shape and torch.equal(cur, built):
-                    continue  # untouched: keep the original array, dtype and all
-                changes.setdefault(name, {})[f] = _cast_back(cur, orig)
-        return self.graph.replace_params(changes) if changes else self.graph
+            values[name] = {f: p.detach().cpu() for f, p in params.items()}
+
+        def unchanged(cur, orig: np.ndarray) -> bool:  # what the module was built with, in its current dtype
+            return torch.equal(cur, torch.tensor(np.array(orig), dtype=self._build_dtype).to(cur.dtype))
+
+        return write_back(self.program, values, unchanged, _to_numpy)
+
+
+def _run_chunk(ops, prog: Program, traced: tuple, states: tuple, skip: frozenset, coeffs, state, xs):
+    """Run ``K`` steps (the length of the arrays in ``xs``); stack the traced outputs and states."""
+    ys: dict[Any, list] = {k: [] for k in (*traced, *states)}
+    for t in range(next(iter(xs.values())).shape[0]):
+        state, outs = graph_step(ops, prog, coeffs, state, {n: v[t] for n, v in xs.items()}, skip)
+        for k in traced:
+            ys[k].append(outs[k])
+        for n, var in states:
+            ys[(n, var)].append(state["nodes"][n][var])
+    return state, {k: torch.stack(v) for k, v in ys.items()}
 
 
 def _add_time(x_t):
@@ -404,11 +430,8 @@ def _add_time(x_t):
     return x_t[None]
 
 
-def _cast_back(cur, orig: np.ndarray) -> np.ndarray:
-    a = (cur.double() if cur.dtype == torch.bfloat16 else cur).numpy()  # NumPy has no bfloat16
-    if orig.dtype.kind == "f" or np.array_equal(a, np.round(a)):
-        return a.astype(orig.dtype)
-    return a.copy()  # a non-integer value for an integer parameter: keep the float
+def _to_numpy(t) -> np.ndarray:
+    return (t.double() if t.dtype == torch.bfloat16 else t).numpy()  # NumPy has no bfloat16
 
 
 def _valid_key(owner: nn.Module, key: str) -> bool:
@@ -445,7 +468,7 @@ def _torch_dtype(dtype: Any):
 
 
 def to_torch(graph: Graph | nir.NIRGraph, dynamics: Dynamics, *, dtype: Any = torch.float32,
-             hoist: bool = True) -> NirModule:
+             hoist: bool = True, compile: bool | int = False) -> NirModule:
     """Build a :class:`NirModule` running ``graph`` with ``dynamics``.
 
     Args:
@@ -460,6 +483,11 @@ def to_torch(graph: Graph | nir.NIRGraph, dynamics: Dynamics, *, dtype: Any = to
             best of 15 interleaved runs: 700->256 LIF->20 LI at B=64, T=500: 0.19 s hoisted vs
             0.20 s per step; the Braille graph at B=256, T=256: 0.048 s vs 0.047 s (no
             measurable difference: its projection is 12->38). Outputs are identical.
+        compile: run the time loop as ``torch.compile``-d chunks of 8 steps (an int sets the chunk
+            length): each chunk becomes one fused program, which removes most of the per-step
+            overhead of eager torch. Compiling takes seconds, once per input shape and set of
+            recorded values. (``torch.compile(module)`` also works, but it unrolls the whole
+            time loop into one program, which compiles slowly for long sequences.)
 
     The node updates are those of :mod:`nirbridge.kernels`; a kernel registered for torch only
     with ``nirbridge.kernels.register_kernel(type, kernel, backend="torch")`` replaces the shared
@@ -467,10 +495,12 @@ def to_torch(graph: Graph | nir.NIRGraph, dynamics: Dynamics, *, dtype: Any = to
     """
     if isinstance(graph, nir.NIRGraph):
         graph = Graph.from_nir(graph)
-    if not isinstance(graph, Graph):
-        raise GraphError(f"to_torch() takes a nirbridge.Graph, got {type(graph).__name__}. "
-                         "Fix: nb.load(path) or nb.Graph.from_nir(nir_graph)")
-    return NirModule(build_program(graph, dynamics, "torch"), _torch_dtype(dtype), hoist=hoist)
+    check_graph(graph, "to_torch")
+    chunk = (8 if compile is True else int(compile)) if compile else 0
+    if chunk < 0:
+        raise ValueError(f"compile={compile!r}: give True or a positive chunk length")
+    return NirModule(build_program(graph, dynamics, "torch"), _torch_dtype(dtype), hoist=hoist,
+                     compile_chunk=chunk)
 
 
 class TorchAdapter:
@@ -614,7 +644,8 @@ def from_torch(module: Any, module_map: Mapping[type, Callable[[Any], nir.NIRNod
     if isinstance(module, NirModule):
         return module.to_graph()
     if not isinstance(module, nn.Module):
-        raise UnsupportedError(f"from_torch() takes a torch.nn.Module, got {type(module).__name__}")
+        raise UnsupportedError(f"from_torch() takes a torch.nn.Module, got {type(module).__name__}. "
+                               "Fix: pass the model (an nn.Module), or nb.Graph.from_nir for a nir graph")
     table = {**DEFAULT_MODULE_MAP, **dict(module_map or {})}
     nodes, edges = _trace(module, table)
     _set_input_shapes(nodes, edges, example_input)
@@ -639,7 +670,8 @@ def _trace(module, table) -> tuple[dict, list]:
         ) from e
     placeholders = [n for n in fx_graph.nodes if n.op == "placeholder" and n.users]
     if not placeholders:
-        raise GraphError(f"{type(module).__name__}.forward uses none of its arguments: the graph has no input")
+        raise GraphError(f"{type(module).__name__}.forward uses none of its arguments: the graph has no input. "
+                         "Fix: compute the output from forward's input")
     nodes: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
     srcs: dict[Any, list[str]] = {}  # fx node -> the NIR nodes whose sum it carries
@@ -740,7 +772,8 @@ def _example_shapes(example_input: Any, names: list[str]) -> dict[str, tuple[int
             by_key = {names[0]: next(iter(by_key.values()))}
     elif isinstance(example_input, (tuple, list)):
         if len(example_input) != len(names):
-            raise InputError(f"example_input has {len(example_input)} entries for {len(names)} inputs {names}")
+            raise InputError(f"example_input has {len(example_input)} entries for {len(names)} inputs {names}. "
+                             "Fix: give one sample per input, in forward's argument order, or a dict by name")
         by_key = dict(zip(names, example_input))
     else:
         by_key = {names[0]: example_input} if len(names) == 1 else {}
@@ -751,7 +784,8 @@ def _example_shapes(example_input: Any, names: list[str]) -> dict[str, tuple[int
                              f"the inputs {names}")
         shape = tuple(int(d) for d in getattr(by_key[n], "shape", np.shape(by_key[n])))
         if len(shape) < 2:
-            raise InputError(f"example_input for {n!r} has shape {shape}; expected (B, *shape) with a batch axis")
+            raise InputError(f"example_input for {n!r} has shape {shape}; expected (B, *shape) with a batch axis. "
+                             "Fix: add the batch axis, e.g. x[None]")
         shapes[n] = shape[1:]
     return shapes
 
