@@ -15,8 +15,9 @@ Then the rows are timed in interleaved rounds (round r runs every row once, in a
 so that load from other processes hits all rows alike; the table reports the median over rounds
 and ratios computed from those medians. ``others`` is the share of the machine's CPU other
 processes used meanwhile: above a few percent the run is contaminated and should be repeated.
-Peak memory (``--memory``) is measured per row in a fresh subprocess as the growth of the peak
-resident set size over building and running the row once.
+Peak memory (``--memory``) is measured per row in a fresh subprocess (Linux): the peak resident
+set size is reset after the input is made, and the growth of the peak over building, compiling
+and running the row once is reported.
 
     python benchmarks/run.py                 # all workloads, table + JSON in benchmarks/results/
     python benchmarks/run.py --workloads braille --rounds 9
@@ -25,11 +26,11 @@ resident set size over building and running the row once.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -166,13 +167,23 @@ def peak_memory(workload: str, name: str) -> float | None:
     return None
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def _child_memory(workload: str, name: str) -> None:
     wl = WORKLOADS[workload]()
     x = wl.inputs()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:  # Linux: reset the peak RSS (VmHWM) to the current RSS
+        f.write("5")
+    before = _status_kib("VmRSS")
     build(wl, name, x)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"PEAK_MIB {(after - before) / 1024:.1f}")
+    print(f"PEAK_MIB {(_status_kib('VmHWM') - before) / 1024:.1f}")
 
 
 def table(results: list[dict], memory: dict) -> str:

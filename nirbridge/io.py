@@ -11,8 +11,10 @@ from h5py or nir:
 * an unknown node type, a missing or unexpected field (:class:`FileFormatError`);
 * a parameter of the wrong kind, shape, or with NaN/inf (:class:`ParameterError`, :class:`ShapeError`).
 
-Nested graphs are built without ``nir``'s type check (``nir.read(type_check=False)`` checks them
-anyway); :class:`~nirbridge.graph.Graph` validates the whole graph itself.
+Once the walk finds the file valid, a graph without nested graphs is read with ``nir.read`` itself.
+Nested graphs keep the walk's result, built without ``nir``'s type check (``nir.read(type_check=False)``
+checks nested graphs anyway, and changes them by inserting Input nodes);
+:class:`~nirbridge.graph.Graph` validates the whole graph itself.
 """
 
 from __future__ import annotations
@@ -55,7 +57,12 @@ def load(path: str | os.PathLike, *, strict: bool = True) -> Graph:
     p = Path(path)
     if not p.is_file():
         raise FileFormatError(f"{str(p)!r} is not a file. Fix: check the path")
-    raw = read_nir(p)
+    raw = read_nir(p)  # walks and checks the whole file first, so errors name the node and the field
+    if not any(isinstance(n, nir.NIRGraph) for n in raw.nodes.values()):
+        # the file is valid: take the graph from nir.read itself. Graphs with nested graphs keep the
+        # walk's result: nir.read type-checks nested graphs even with type_check=False, rejects the
+        # dotted edges nb.save writes for them, and may insert Input nodes into them
+        raw = nir.read(str(p), type_check=False)
     if not strict:  # repair known exporter quirks, one RepairWarning each (nirbridge.repair)
         import warnings
 

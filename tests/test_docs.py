@@ -151,3 +151,17 @@ def test_page_code_runs_and_prints_what_the_page_shows(page, page_runs):
             for line in shown.splitlines():
                 if line.strip() and line.strip() != "...":
                     assert _normal(line) in got, f"{page}: shown {line!r} but printed:\n{printed}"
+
+
+@pytest.mark.slow
+def test_readme_quickstart_runs(tmp_path):
+    """The README's Python quickstart runs as written (in a fresh interpreter, in an empty folder)
+    and ends with the round trip it claims: from_torch(module).equals(g) is True."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README.md has no python block"
+    code = blocks[0] + "\nassert report.ok\nassert nb.from_torch(module).equals(g)\nprint('QUICKSTART OK')\n"
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "QUICKSTART OK" in p.stdout
+    assert (tmp_path / "out.nir").is_file()
