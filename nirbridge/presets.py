@@ -271,6 +271,41 @@ _register(_preset(
     assumed={t: "dt = the dt given to spyx.nir.to_nir" for t in ("LIF", "CubaLIF")},
 ))
 
+_register(_preset(
+    "rockpool", "Rockpool 3.1.0",
+    dict(dt=1e-3, method="exact", reset="subtract", threshold=">=", spikes="count", synapse="current_first"),
+    {
+        "dt": "the modules' dt (default 1e-3); not stored as such, but hidden in r = (tau/dt) exp(-dt/tau): "
+              "import_graph reads it back",
+        "scheme": "exact decay a = exp(-dt/tau), the input added unscaled: LIFNeuronTorch v = a v + x; LIFTorch "
+                  "i = a_s (i + x), v = a_m v + i; ExpSynTorch i = a (i + x)",
+        "reset": "subtract v_threshold once per spike",
+        "spike test": "v >= v_threshold (StepPWL: floor(v / v_threshold) spikes)",
+        "synapse order": "current first: LIFTorch's current jumps by the input and decays, then drives v",
+        "delayed reset": "no",
+        "spikes per step": "several: the output is the spike count floor(v / v_threshold)",
+        "output delay": "none",
+        "initial state": "0",
+        "recorded voltage": "after the reset (record=True: 'vmem'); the current after its decay ('isyn')",
+        "recurrent start": "0 (w_rec sees the previous step's spikes); not exported: the exporter drops w_rec",
+        "input scaling": "gain 1: after import_graph r = 1/(1 - a_m) and w_in = a_s/(1 - a_s) (LI: r = a/(1 - a))",
+        "exporter mapping": "LIFTorch -> CubaLIF(tau_syn, tau_mem, r = (tau_mem/dt) exp(-dt/tau_mem), v_leak = 0, "
+                            "w_in = 1); LIFNeuronTorch -> LIF(tau, r = (tau/dt) exp(-dt/tau), v_leak = 0); "
+                            "ExpSynTorch -> LI(tau, r = (tau/dt) exp(-dt/tau)); LinearTorch -> Affine / Linear; "
+                            "Input [1, N] and Output [1, 1, N] (load with strict=False)",
+    },
+    "rockpool.nn.modules.to_nir(net) (its default sample of shape (1, N) leaks into the Input and Output shapes)",
+    lost=("the neuron bias (v_leak is written as 0)", "the recurrent weights of LIFTorch(has_rec=True)",
+          "noise_std, max_spikes_per_dt (a clamp of the spike count), spike_generation_fn"),
+    quirks=("r = (tau/dt) exp(-dt/tau) -> 1/(1 - a) (LIF, CubaLIF) or a/(1 - a) (LI), a = exp(-dt/tau), so that "
+            "the exact update adds the input unscaled as Rockpool does",
+            "CubaLIF w_in = 1 -> a_s/(1 - a_s) (Rockpool's current decays in the step of its input)",
+            "dt is read from r"),
+    assumed={"LIF": "no bias (LIFNeuronTorch's bias is not exported)",
+             "CubaLIF": "no bias and no recurrent weights (LIFTorch's bias and w_rec are not exported)",
+             "LI": "ExpSynTorch (i = a (i + x))"},
+))
+
 
 def names() -> list[str]:
     """The preset names."""
@@ -307,11 +342,17 @@ def import_graph(graph: Graph, library: str, *, dt: float | None = None,
             ``import_graph`` at all.
 
     Corrections: Norse: ``tau /= export_dt`` (LIF, LI, CubaLIF), CubaLIF ``w_in = tau_syn / dt``;
-    Spyx: ``r = tau / dt``, ``w_in = tau_syn / dt``, and a nested graph's ``input -> w_rec`` edge
-    becomes ``input -> neuron``. snnTorch, Sinabs and SpikingJelly need no correction.
+    Spyx: ``r = tau / dt``, ``w_in = tau_syn / dt``, a nested graph's ``input -> w_rec`` edge
+    becomes ``input -> neuron``, and the columns of an Affine/Linear after a Flatten of a
+    ``(C, H, W)`` tensor are put in NIR's channels-first order; Rockpool: dt is read from ``r``
+    (``dt`` given must agree with it), then ``r = 1/(1 - a)`` (LIF, CubaLIF) or ``a/(1 - a)`` (LI)
+    and CubaLIF ``w_in = a_s/(1 - a_s)`` with ``a = exp(-dt/tau)``. snnTorch, Sinabs and
+    SpikingJelly need no correction.
     """
     check_graph(graph, "import_graph")
     preset = get_preset(library)
+    if library == "rockpool":  # the file holds dt, inside r
+        dt = _rockpool_dt(graph, dt)
     dyn = preset.dynamics() if dt is None else preset.dynamics(dt=dt)
     fix = _IMPORT_FIXES.get(library)
     if fix is not None:
@@ -381,6 +422,7 @@ def _fix_spyx(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
         raise DynamicsError("import_graph(..., 'spyx'): pass the dt given to spyx.nir.to_nir as dt=, not export_dt "
                             "(Spyx simulates at its export dt)")
     graph = _reroute_spyx_inputs(graph)
+    graph = _spyx_flatten_order(graph)
     changes: dict[str, dict[str, np.ndarray]] = {}
     for s in graph.plan.steps:
         p = s.node.params
@@ -440,7 +482,114 @@ def _short(v) -> str:
     return f"[{text}{', ...' if a.size > 3 else ''}]"
 
 
-_IMPORT_FIXES = {"norse": _fix_norse, "spyx": _fix_spyx}
+def _spyx_flatten_order(graph: Graph) -> Graph:
+    """Spyx runs convolutions channels-last: its Flatten of an ``(H, W, C)`` tensor orders the
+    features ``(h, w, c)``, but the exporter writes a NIR Flatten of ``(C, H, W)`` (channels-first,
+    as NIR says) and the following Affine/Linear with Spyx's own column order. Permute the
+    columns of every Affine/Linear fed by such a Flatten alone to NIR's ``(c, h, w)`` order."""
+    plan = graph.plan
+    changes: dict[str, dict[str, np.ndarray]] = {}
+    for s in plan.steps:
+        if s.node.type not in ("Affine", "Linear") or len(s.sources) != 1 or s.sources[0][1]:
+            continue
+        src = plan[s.sources[0][0]]
+        shape = tuple(src.input_shape)
+        if src.node.type != "Flatten" or len(shape) != 3 or tuple(src.output_shape) != (int(np.prod(shape)),):
+            continue
+        c, h, w = shape
+        weight = np.asarray(s.node.params["weight"])
+        new = weight.reshape(weight.shape[0], h, w, c).transpose(0, 3, 1, 2).reshape(weight.shape[0], -1)
+        changes[s.name] = {"weight": np.ascontiguousarray(new)}
+    if not changes:
+        return graph
+    for name in changes:  # stacklevel 5: the caller of import_graph
+        warnings.warn(ExporterQuirkWarning(
+            f"node {name!r}: Spyx exporter correction (Spyx flattens its channels-last (H, W, C) tensor, the file's "
+            "Flatten is channels-first (C, H, W)): weight columns reordered from (h, w, c) to (c, h, w)"), stacklevel=5)
+    return graph.replace_params(changes)
+
+
+def _rockpool_taus(s):
+    """(field, tau) of a Rockpool neuron whose r encodes dt, or None."""
+    field_ = {"LIF": "tau", "LI": "tau", "CubaLIF": "tau_mem", "CubaLI": "tau_mem"}.get(s.node.type)
+    return None if field_ is None else (field_, np.asarray(s.node.params[field_], dtype=np.float64))
+
+
+def _lambert_w(z: np.ndarray) -> np.ndarray:
+    """The principal branch W0(z) for z > 0 (w e^w = z), by Newton's method in float64."""
+    w = np.log1p(z)
+    for _ in range(50):
+        ew = np.exp(w)
+        step = (w * ew - z) / (ew * (w + 1))
+        w = w - step
+        if np.all(np.abs(step) <= 1e-15 * np.maximum(1.0, np.abs(w))):
+            break
+    return w
+
+
+def _rockpool_dt(graph: Graph, dt: float | None) -> float | None:
+    """The dt Rockpool's exporter wrote into ``r = (tau/dt) exp(-dt/tau)``, i.e. ``dt = tau W0(1/r)``,
+    the same for every neuron (to float32 precision: rounded to 6 significant digits); ``dt`` if given
+    must agree with it (relative 1e-5). None when the graph has no neuron."""
+    found: list[tuple[str, float, float, float]] = []  # node, median, smallest and largest dt of its neurons
+    for s in graph.plan.steps:
+        ft = _rockpool_taus(s)
+        if ft is None:
+            continue
+        r = np.asarray(s.node.params["r"], dtype=np.float64)
+        if np.any(~(r > 0)):
+            raise node_error(ParameterError, s.name, "r",
+                             f"holds {_short(r)}, not Rockpool's (tau/dt) exp(-dt/tau) > 0",
+                             "load the file without import_graph(..., 'rockpool')")
+        d = np.broadcast_to(ft[1], r.shape) * _lambert_w(1.0 / r)
+        found.append((s.name, float(np.median(d)), float(np.min(d)), float(np.max(d))))
+    if not found:
+        return dt
+    first, ref = found[0][0], float(f"{found[0][1]:.6g}")
+    why = "Rockpool writes r = (tau/dt) exp(-dt/tau)"
+    for name, _, lo, hi in found:
+        if hi - lo > 1e-5 * ref:
+            raise node_error(ParameterError, name, "r",
+                             f"gives dt from {lo:.6g} to {hi:.6g} s across its neurons ({why} with one dt): "
+                             "not a file as Rockpool writes it (or corrected already)",
+                             "load it without import_graph(..., 'rockpool')")
+        if max(abs(lo - ref), abs(hi - ref)) > 1e-5 * ref:
+            raise node_error(UnsupportedError, name, "r",
+                             f"gives dt = {lo:.6g} s ({why}), node {first!r} dt = {ref:.6g} s: one Dynamics has one dt",
+                             "export modules that share one dt, or simulate the parts separately")
+    if dt is not None and abs(float(dt) - ref) > 1e-5 * ref:
+        raise node_error(
+            ParameterError, found[0][0], "r",
+            f"says the file was written with dt = {ref:.6g} s ({why}), not dt={dt!r}",
+            "leave dt out: import_graph(graph, 'rockpool') reads it from r")
+    return ref
+
+
+def _fix_rockpool(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
+    if export_dt is not None:
+        raise DynamicsError("import_graph(..., 'rockpool'): export_dt is not used; Rockpool's file holds its dt "
+                            "inside r. Fix: leave export_dt out")
+    changes: dict[str, dict[str, np.ndarray]] = {}
+    dt = np.float64(dyn.dt)
+    for s in graph.plan.steps:
+        ft = _rockpool_taus(s)
+        if ft is None:
+            continue
+        p = s.node.params
+        r = np.asarray(p["r"])
+        k = dt / np.broadcast_to(ft[1], r.shape)
+        # LI (ExpSynTorch): i = a (i + x), gain a: r = a/(1 - a) = 1/expm1(k); else gain 1: r = 1/(1 - a)
+        new = {"r": (1.0 / np.expm1(k) if s.node.type == "LI" else -1.0 / np.expm1(-k)).astype(r.dtype)}
+        if s.node.type in ("CubaLIF", "CubaLI"):
+            w = np.asarray(p["w_in"])
+            ks = dt / np.broadcast_to(np.asarray(p["tau_syn"], dtype=np.float64), w.shape)
+            new["w_in"] = (1.0 / np.expm1(ks)).astype(w.dtype)
+        changes[s.name] = new
+    return _apply_fixes(graph, changes, f"Rockpool exporter correction (r = (tau/dt) exp(-dt/tau) and w_in = 1 are "
+                        f"not the exact gains of Rockpool's update; dt = {dyn.dt:g} read from r)")
+
+
+_IMPORT_FIXES = {"norse": _fix_norse, "spyx": _fix_spyx, "rockpool": _fix_rockpool}
 
 
 # ====================================================================== export: to another library
@@ -453,6 +602,17 @@ IMPORTERS: dict[str, dict[str, Any]] = {
                       v_init="v_leak"),
         ignores={"LIF": ("r", "v_reset"), "CubaLIF": ("v_reset",), "LI": ("r",), "IF": ("r", "v_reset")},
         types=("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPool2d", "LIF", "CubaLIF"),
+    ),
+    # sinabs.from_nir: LIF -> LIFSqueeze(tau_mem = tau, norm_input=False): v = a v + x with tau in steps,
+    # MultiSpike, MembraneSubtract; LI -> ExpLeakSqueeze (needs r = 1, v_leak = 0); Linear is not read,
+    # IF becomes IAFSqueeze(min_v_mem = -v_threshold), a clamp nirbridge does not model
+    "sinabs": dict(
+        library="Sinabs 3.1.3 (sinabs.from_nir(graph, batch_size=...))",
+        dynamics=dict(dt=1.0, method="exact", reset="subtract", threshold=">=", spikes="count",
+                      synapse="current_first", input_gain="unit"),
+        ignores={"LIF": ("r", "v_reset")},
+        zero={"LIF": ("v_leak",), "LI": ("v_leak",)},
+        types=("Input", "Output", "Affine", "Conv1d", "Conv2d", "Flatten", "SumPool2d", "LIF", "LI"),
     ),
 }
 
@@ -469,7 +629,10 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
     Raises :class:`~nirbridge.errors.UnsupportedError`, naming the node and the setting, where the
     target cannot reproduce the source: another scheme, reset rule or reset timing, several spikes
     per step, an output delay, another initial state, a v_reset the importer drops, node types the
-    importer does not read. Supported targets: ``"norse"``.
+    importer does not read. Supported targets: ``"norse"`` (Euler, reset to 0, ``>``) and
+    ``"sinabs"`` (exact, tau in steps, ``>=``, several spikes per step, subtraction, the input
+    unscaled: the source's input gain ``(1 - exp(-dt/tau)) r`` is folded into the Affine; the
+    match for Rockpool's LIFNeuronTorch).
 
     >>> import nir, numpy as np, nirbridge as nb
     >>> g = nb.Graph.from_nir(nir.NIRGraph.from_list(nir.LIF(tau=np.array([1e-3]), r=np.array([1.0]),
@@ -506,7 +669,9 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
         dt_t = tgt.for_type(t)
         p = s.node.params
         _same(s.name, "method", d.method, dt_t.method, imp)
-        _same(s.name, "input_gain", d.input_gain, dt_t.input_gain, imp)
+        unit_gain = (d.input_gain, dt_t.input_gain) == ("nir", "unit") and t in ("LIF", "LI")
+        if not unit_gain:
+            _same(s.name, "input_gain", d.input_gain, dt_t.input_gain, imp)
         if t in ("CubaLIF", "CubaLI"):
             _same(s.name, "synapse", d.synapse, dt_t.synapse, imp)
         if t in SPIKING:
@@ -518,10 +683,15 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
                 raise node_error(UnsupportedError, s.name, "threshold",
                                  f"the source tests v {d.threshold} v_threshold, {imp['library']} tests "
                                  f"v {dt_t.threshold} v_threshold", "no exact rewrite is implemented")
-            if "v_reset" in imp["ignores"].get(t, ()) and np.any(np.asarray(p["v_reset"]) != 0):
+            if (d.reset == "zero" and "v_reset" in imp["ignores"].get(t, ())
+                    and np.any(np.asarray(p["v_reset"]) != 0)):
                 raise node_error(UnsupportedError, s.name, "v_reset",
                                  f"is {_short(p['v_reset'])} but {imp['library']} ignores v_reset (resets to 0)",
                                  "shift v_leak, v_threshold and v_reset by -v_reset in your model first")
+        for f in imp.get("zero", {}).get(t, ()):
+            if np.any(np.asarray(p[f]) != 0):
+                raise node_error(UnsupportedError, s.name, f, f"is {_short(p[f])} but {imp['library']} reads "
+                                 f"only {f} = 0", f"simulate it with nirbridge, or a model with {f} = 0")
         v0_src = _initial_v(p, d.v_init)
         v0_tgt = _initial_v(p, dt_t.v_init)
         if not np.array_equal(np.broadcast_to(v0_src, np.shape(p.get("v_leak", 0))),
@@ -530,6 +700,14 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
                              f"the source starts at {d.v_init} = {_short(v0_src)}, {imp['library']} at "
                              f"{dt_t.v_init} = {_short(v0_tgt)}", "make v_leak equal the initial voltage")
         new: dict[str, np.ndarray] = {}
+        if unit_gain:
+            # the target adds the input unscaled: fold the source's gain of x in v into the Affine
+            r = np.asarray(p["r"])
+            k = np.float64(d.dt) / np.asarray(p["tau"], dtype=np.float64)
+            gain = (k if d.method == "euler" else -np.expm1(-k)) * r.astype(np.float64)
+            _fold_gain(plan, s, np.broadcast_to(gain, r.shape), changes, notes,
+                       "input gain (1 - exp(-dt/tau)) r" if d.method == "exact" else "input gain (dt/tau) r")
+            new["r"] = np.ones_like(r)
         if dt_t.dt != d.dt:
             scale = dt_t.dt / d.dt
             for f in ("tau", "tau_mem", "tau_syn"):
@@ -543,7 +721,7 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
         if "r" in imp["ignores"].get(t, ()):
             r = np.asarray(new.get("r", p["r"]))
             if np.any(r != 1):
-                _fold_gain(plan, s, r, changes, notes)
+                _fold_gain(plan, s, r, changes, notes, "r")
                 new["r"] = np.ones_like(r)
         if new:
             changes.setdefault(s.name, {}).update(new)
@@ -567,16 +745,17 @@ def _initial_v(p: Mapping[str, Any], v_init: str) -> np.ndarray:
     return np.asarray(p[v_init])
 
 
-def _fold_gain(plan, step, r: np.ndarray, changes: dict, notes: dict) -> None:
-    """Scale the rows of the Affine/Linear node that alone feeds ``step`` by ``r`` (the input gain
-    an importer ignores), so that ``r x`` reaches the neuron anyway."""
+def _fold_gain(plan, step, r: np.ndarray, changes: dict, notes: dict, what: str) -> None:
+    """Scale the rows of the Affine/Linear node that alone feeds ``step`` by ``r`` (an input gain
+    the importer does not apply, named ``what``), so that ``r x`` reaches the neuron anyway."""
     srcs = step.sources
     src = plan[srcs[0][0]] if len(srcs) == 1 and not srcs[0][1] else None
     users = [s for s in plan.steps if any(a == (src.name if src else None) for a, _ in s.sources)]
     if src is None or src.node.type not in ("Affine", "Linear") or len(users) != 1:
         raise node_error(UnsupportedError, step.name, "r",
-                         f"is {_short(r)} but the importer ignores r, and the node is not fed by one Affine/Linear "
-                         "node of its own to fold r into", "fold r into the weights feeding the neuron yourself")
+                         f"the {what} {_short(r)} is not applied by the importer, and the node is not fed by one "
+                         "Affine/Linear node of its own to fold it into", "fold it into the weights feeding the "
+                         "neuron yourself")
     p = src.node.params
     w = np.asarray(p["weight"])
     new = {"weight": (w * np.asarray(r, dtype=np.float64).reshape(-1, 1)).astype(w.dtype)}
@@ -584,4 +763,5 @@ def _fold_gain(plan, step, r: np.ndarray, changes: dict, notes: dict) -> None:
         b = np.asarray(p["bias"])
         new["bias"] = (b * np.asarray(r, dtype=np.float64)).astype(b.dtype)
     changes.setdefault(src.name, {}).update(new)
-    notes.setdefault(src.name, []).append(f"rows scaled by {step.name}'s r {_short(r)} (the importer ignores r)")
+    notes.setdefault(src.name, []).append(f"rows scaled by {step.name}'s {what} {_short(r)} (the importer "
+                                          "does not apply it)")

@@ -100,6 +100,9 @@ def test_preset_settings_and_overrides():
     sp = nb.Dynamics.preset("spyx", dt=1e-3)
     assert sp.for_type("CubaLIF").reset_timing == "same" and sp.for_type("LIF").reset_timing == "late"
     assert (sp.output_delay, sp.input_gain, sp.stored_voltage) == (1, "unit", "pre")
+    rp = nb.Dynamics.preset("rockpool")
+    assert (rp.dt, rp.method, rp.spikes, rp.threshold, rp.reset, rp.synapse) == (
+        1e-3, "exact", "count", ">=", "subtract", "current_first")
     with pytest.raises(DynamicsError, match="known presets"):
         nb.Dynamics.preset("brian2")
 
@@ -321,7 +324,7 @@ def test_export_graph_refuses_with_node_and_setting():
         presets.export_graph(g, nb.Dynamics.preset("sinabs", reset="zero", threshold=">", method="euler",
                                                    synapse="current_first", v_init="v_leak"), "norse")
     with pytest.raises(UnsupportedError, match="supported targets"):
-        presets.export_graph(g, "norse", "sinabs")
+        presets.export_graph(g, "norse", "spyx")
     with pytest.raises(UnsupportedError, match="v_reset"):
         presets.export_graph(_graph(_lif(v_reset=-0.1)), "norse", "norse")
 
@@ -342,6 +345,124 @@ def test_export_graph_rescales_tau_and_folds_r_into_the_affine():
     b = nb.simulate(out, x, nb.Dynamics(**presets.IMPORTERS["norse"]["dynamics"]), dtype="float64")["output"]
     assert a.sum() > 5
     np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ Rockpool: dt inside r
+def _rockpool_like(dt, node="LIF"):
+    """A neuron as Rockpool 3.1.0's exporter writes it: r = (tau/dt) exp(-dt/tau), w_in = 1 (float64)."""
+    tau = np.array([5e-3, 2e-2]) * (dt / 1e-3)
+    r = tau / dt * np.exp(-dt / tau)
+    z = np.zeros(2)
+    if node == "LIF":
+        return _graph(nir.LIF(tau=tau, r=r, v_leak=z, v_threshold=np.full(2, 0.5), v_reset=z)), tau
+    tau_syn = tau / 2
+    return _graph(nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=r, v_leak=z, v_threshold=np.full(2, 0.5), v_reset=z,
+                              w_in=np.ones(2))), (tau_syn, tau)
+
+
+@pytest.mark.parametrize("dt", [1e-3, 5e-4, 1.0])
+def test_import_graph_rockpool_reads_dt_from_r_and_sets_exact_gains(dt):
+    """LIFNeuronTorch: v = a v + x, a = exp(-dt/tau), floor(v/thr) spikes where v >= thr, subtracted."""
+    g, tau = _rockpool_like(dt)
+    with pytest.warns(NirBridgeWarning) as rec:
+        new, dyn = presets.import_graph(g, "rockpool")
+    quirks = [r for r in rec if r.category is presets.ExporterQuirkWarning]
+    assert len(quirks) == 1 and "node 'n'" in str(quirks[0].message) and f"dt = {dt:g} read from r" in str(
+        quirks[0].message)
+    assert dyn == nb.Dynamics.preset("rockpool", dt=dt)
+    a = np.exp(-dt / tau)
+    np.testing.assert_allclose(new.plan["n"].node.params["r"], 1 / (1 - a), rtol=1e-14)
+    x = 0.8 * np.array(X5)
+    out = nb.simulate(new, np.stack([x, x], 1)[:, None, :], dyn, record=[("n", "v")], dtype="float64")
+    for j in range(2):
+        zh, vh = _hand_lif(x, k=1 - a[j], gain=1.0, thr=0.5, cmp=">=", count=True)
+        assert zh.max() >= 2  # several spikes in a step
+        np.testing.assert_array_equal(out["output"][:, 0, j], zh)
+        np.testing.assert_allclose(out[("n", "v")][:, 0, j], vh, rtol=0, atol=ATOL)
+
+
+def test_import_graph_rockpool_cubalif_current_decays_with_its_input():
+    """LIFTorch: i = a_s (i + x), v = a_m v + i: w_in = a_s/(1 - a_s) and r = 1/(1 - a_m) with the
+    exact current-first update give exactly that."""
+    dt = 1e-3
+    g, (tau_s, tau_m) = _rockpool_like(dt, "CubaLIF")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        new, dyn = presets.import_graph(g, "rockpool")
+    a_s, a_m = np.exp(-dt / tau_s), np.exp(-dt / tau_m)
+    x = 0.3 * np.array(X5)
+    out = nb.simulate(new, np.stack([x, x], 1)[:, None, :], dyn, record=[("n", "v"), ("n", "i")], dtype="float64")
+    for j in range(2):
+        i = v = 0.0
+        for t, xt in enumerate(x):
+            i = a_s[j] * (i + xt)
+            v = a_m[j] * v + i
+            n = np.floor(v / 0.5) if v >= 0.5 else 0.0
+            v -= n * 0.5
+            assert out["output"][t, 0, j] == n
+            assert abs(out[("n", "v")][t, 0, j] - v) < ATOL and abs(out[("n", "i")][t, 0, j] - i) < ATOL
+    assert out["output"].sum() > 0
+
+
+def test_import_graph_rockpool_refuses_what_rockpool_does_not_write():
+    g, _ = _rockpool_like(1e-3)
+    with pytest.raises(ParameterError, match=r"node 'n', field 'r'.*dt = 0.001.*not dt=0.0001"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        presets.import_graph(g, "rockpool", dt=1e-4)
+    # a graph with r = 1 (no Rockpool file): the neurons' r say different dts
+    with pytest.raises(ParameterError, match="across its neurons"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        presets.import_graph(_graph(nir.LIF(tau=np.array([1e-3, 2e-3]), r=np.ones(2), v_leak=np.zeros(2),
+                                            v_threshold=np.ones(2), v_reset=np.zeros(2))), "rockpool")
+
+
+# ------------------------------------------------------------------ Spyx: channels-last Flatten
+def test_import_graph_spyx_reorders_the_columns_after_a_channels_last_flatten():
+    """Spyx flattens (H, W, C); the file's Flatten is NIR's (C, H, W): the Affine's column for
+    (c, h, w) must be the one Spyx wrote for (h, w, c)."""
+    c, h, w = 3, 2, 2
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((2, c * h * w))
+    nodes = {"input": nir.Input(input_type={"input": np.array([c, h, w])}),
+             "flat": nir.Flatten(input_type={"input": np.array([c, h, w])}, start_dim=0, end_dim=-1),
+             "fc": nir.Affine(weight=weight, bias=np.zeros(2)),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    g = nb.Graph.from_nir(nir.NIRGraph(nodes=nodes, edges=[("input", "flat"), ("flat", "fc"), ("fc", "output")],
+                                       type_check=False))
+    with pytest.warns(presets.ExporterQuirkWarning, match=r"node 'fc'.*channels-last"):
+        new, dyn = presets.import_graph(g, "spyx", dt=1.0)
+    x = rng.standard_normal((1, 1, c, h, w))
+    spyx_out = weight @ x[0, 0].transpose(1, 2, 0).reshape(-1)  # what Spyx computes: flatten (h, w, c)
+    out = nb.simulate(new, x, dyn, dtype="float64")["output"][0, 0]
+    np.testing.assert_allclose(out, spyx_out, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------ export for Sinabs
+def test_export_graph_for_sinabs_folds_the_exact_gain_and_counts_tau_in_steps():
+    """A LIF with an exact-update gain (1 - a) r = 0.6 per neuron, written for Sinabs' importer
+    (tau in steps, v = a v + x): the gain moves into the Affine, r := 1, and nirbridge's reading of
+    the result with Sinabs' importer settings gives the same spike counts."""
+    dt, tau = 1e-3, np.array([4e-3, 1e-2])
+    a = np.exp(-dt / tau)
+    lif = nir.LIF(tau=tau, r=0.6 / (1 - a), v_leak=np.zeros(2), v_threshold=np.full(2, 0.5), v_reset=np.zeros(2))
+    w = np.array([[0.6, -0.2, 0.9], [0.3, 0.8, -0.1]])
+    g = _graph(lif, n_in=3, w=w, b=np.array([0.05, 0.0]))
+    src = nb.Dynamics.preset("rockpool")
+    with pytest.warns(presets.ExporterQuirkWarning):
+        out = presets.export_graph(g, src, "sinabs")
+    np.testing.assert_allclose(out.plan["n"].node.params["tau"], tau / dt, rtol=1e-12)
+    np.testing.assert_array_equal(out.plan["n"].node.params["r"], [1.0, 1.0])
+    np.testing.assert_allclose(out.plan["fc"].node.params["weight"], w * 0.6, rtol=1e-12)
+    x = (np.random.default_rng(0).random((40, 2, 3)) < 0.5).astype(np.float64) * 2
+    ref = nb.simulate(g, x, src, dtype="float64")["output"]
+    got = nb.simulate(out, x, nb.Dynamics(**presets.IMPORTERS["sinabs"]["dynamics"]), dtype="float64")["output"]
+    assert ref.max() >= 2
+    np.testing.assert_array_equal(got, ref)
+    with pytest.raises(UnsupportedError, match=r"node 'n', field 'threshold'"):
+        presets.export_graph(g, src.replace(threshold=">"), "sinabs")
+    with pytest.raises(UnsupportedError, match=r"node 'n', field 'method'"):
+        presets.export_graph(g, "snntorch", "sinabs")
 
 
 # ------------------------------------------------------------------ lenient loading

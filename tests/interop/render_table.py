@@ -17,7 +17,7 @@ from pathlib import Path
 
 BEGIN, END = "<!-- interop-table:begin -->", "<!-- interop-table:end -->"
 BACKENDS = ("reference", "jax", "torch")
-LIBS = ("snntorch", "norse", "sinabs", "spikingjelly", "spyx")
+LIBS = ("snntorch", "norse", "sinabs", "spikingjelly", "spyx", "rockpool")
 NEURONS = ("LIF", "CubaLIF", "IF", "LI")
 
 
@@ -55,8 +55,9 @@ def render(outcomes: list[dict]) -> str:
         any_rec = next(iter(recs.values()))
         types = [t for t in any_rec["node_types"] if t in NEURONS]
         recurrent = any_rec.get("recurrent", False)
+        conv = any(t.startswith("Conv") for t in any_rec["node_types"])
         for t in types:
-            key = (lib, t + (" + recurrent" if recurrent else ""))
+            key = (lib, t + (" + recurrent" if recurrent else "") + (" + conv" if conv else ""))
             summary[key].add(status)
             if status != "exact" and any_rec.get("note"):
                 notes[key].add(any_rec["note"])

@@ -10,8 +10,8 @@ import warnings
 
 import pytest
 
-#: the libraries whose interop tests CI must run (rockpool: see docs/presets.md)
-EXPECTED = ("snntorch", "norse", "sinabs", "spikingjelly", "spyx")
+#: the libraries whose interop tests CI must run
+EXPECTED = ("snntorch", "norse", "sinabs", "spikingjelly", "spyx", "rockpool")
 
 
 def _missing() -> dict[str, str]:

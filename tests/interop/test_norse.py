@@ -13,7 +13,17 @@ import warnings
 
 import numpy as np
 import pytest
-from interop_common import NIN, NOUT, X, compare, make_tie_weights, make_weights, quiet_import, record_unsupported
+from interop_common import (
+    NIN,
+    NOUT,
+    X,
+    compare,
+    make_frames,
+    make_tie_weights,
+    make_weights,
+    quiet_import,
+    record_unsupported,
+)
 from interop_common import write_nir as _write
 
 import nirbridge as nb
@@ -232,3 +242,52 @@ def test_reexport_refuses_snntorch_delayed_subtraction():
     g, dyn, _ = quiet_import(nb.load(leaky()[0]), "snntorch")
     with pytest.raises(UnsupportedError, match=r"node '1', field 'reset_timing'.*late"):
         presets.export_graph(g, dyn, "norse")
+
+
+# ---------------------------------------------------------------------- a conv net
+@functools.cache
+def conv_net():
+    """Conv2d(1->4, 3x3) -> LIFBoxCell on 8x8 spike frames (parameters of the layer's shape 4x6x6).
+    Norse's to_nir leaves the Conv2d's input_shape None, which nir.write cannot store: a user sets
+    it before writing (nirbridge repairs files, not graphs that were never written)."""
+    torch.manual_seed(0)
+    x = make_frames()
+    conv = torch.nn.Conv2d(1, 4, 3)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+    shape = (4, 6, 6)
+    tau = torch.tensor([5e-3, 8e-3, 10e-3, 20e-3]).reshape(4, 1, 1).expand(shape).contiguous()
+    p = norse.LIFBoxParameters(tau_mem_inv=1 / tau, v_th=torch.full(shape, 0.3), v_leak=torch.zeros(shape),
+                               v_reset=torch.zeros(shape))
+    cell = norse.LIFBoxCell(p)
+    s, v, state = [], [], None
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in range(x.shape[0]):
+            z, state = cell(conv(_t(x[t])), state)
+            s.append(z.numpy().copy())
+            v.append(state.v.numpy().copy())
+        g = norse.to_nir(torch.nn.Sequential(conv, cell), _t(x[0, 0]))
+    assert g.nodes["0"].input_shape is None
+    g.nodes["0"].input_shape = np.array([8, 8])
+    return _write(g, "norse_cnn"), x, {"spikes": np.array(s), "v": np.array(v)}
+
+
+def test_conv_net(backend):
+    path, x, ref = conv_net()
+    g, dyn = _load(path)
+    assert [s.node.type for s in g.plan.steps] == ["Input", "Conv2d", "LIF", "Output"]
+    assert ref["spikes"].sum() > 50
+    compare("norse", "CNN: Conv2d -> LIFBoxCell", g, dyn, backend, ref, x=x)
+
+
+def test_flatten_is_not_exportable():
+    """Norse's exporter maps no Flatten (nor pooling): to_nir of a conv net with Flatten -> Linear
+    fails inside nirtorch."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), norse.LIFBoxCell(), torch.nn.Flatten(),
+                              torch.nn.Linear(144, 5))
+    with pytest.raises(AttributeError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        norse.to_nir(net, _t(make_frames()[0, 0]))
+    record_unsupported("norse", "CNN with Flatten: Conv2d -> LIFBoxCell -> Flatten -> Linear", ["Conv2d", "LIF"],
+                       "to_nir maps no Flatten (fails inside nirtorch)")

@@ -16,8 +16,10 @@ import pytest
 from interop_common import (
     NIN,
     NOUT,
+    VTOL,
     X,
     compare,
+    make_frames,
     make_rec_weights,
     make_tie_weights,
     make_weights,
@@ -165,3 +167,46 @@ def test_reset_zero_is_not_in_the_file_but_expressible(backend):
     path, ref = synaptic(reset="zero")
     g, dyn = _load(path)
     compare("snntorch", "Synaptic reset_mechanism='zero'", g, dyn.replace(reset="zero"), backend, ref)
+
+
+# ---------------------------------------------------------------------- a conv net
+@functools.cache
+def conv_net():
+    """Conv2d(1->4, 3x3) -> Leaky -> AvgPool2d(2) -> Flatten -> Linear(36->5) -> Leaky on 8x8 spike
+    frames. beta and threshold are per-neuron tensors of the layer's shape (a scalar beta does not
+    export); MaxPool2d has no NIR node, AvgPool2d has."""
+    torch.manual_seed(0)
+    x = make_frames()
+    conv, lin = torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(36, 5)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+        lin.weight.mul_(4.0).add_(0.1)  # excitatory enough that every output neuron spikes
+    beta1 = torch.tensor([0.7, 0.8, 0.9, 0.95]).reshape(4, 1, 1).expand(4, 6, 6).contiguous()
+    l1 = snn.Leaky(beta=beta1, threshold=torch.full((4, 6, 6), 1.0), init_hidden=True)
+    l2 = snn.Leaky(beta=torch.from_numpy(BETA[:5].copy()), threshold=torch.full((5,), 0.5), init_hidden=True)
+    net = torch.nn.Sequential(conv, l1, torch.nn.AvgPool2d(2), torch.nn.Flatten(), lin, l2)
+    s, v, v1 = [], [], []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            s.append(net(torch.from_numpy(x[t])).numpy().copy())
+            v.append(l2.mem.numpy().copy())
+            v1.append(l1.mem.numpy().copy())
+    l1.reset_mem()
+    l2.reset_mem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = export_to_nir(net, torch.from_numpy(x[0]), ignore_dims=[0])
+    return write_nir(g, "snntorch_cnn"), x, {"spikes": np.array(s), "v": np.array(v)}, np.array(v1)
+
+
+def test_conv_net(backend):
+    path, x, ref, v1 = conv_net()
+    g, dyn = _load(path)
+    assert [s.node.type for s in g.plan.steps] == ["Input", "Conv2d", "LIF", "AvgPool2d", "Flatten", "Affine", "LIF",
+                                                   "Output"]
+    assert ref["spikes"].sum() > 40
+    compare("snntorch", "CNN: Conv2d -> Leaky -> AvgPool2d -> Flatten -> Linear -> Leaky", g, dyn, backend, ref,
+            neuron="5", x=x)
+    # the conv layer's voltage too (4 x 6 x 6 neurons per sample); tolerance as for every voltage here
+    v = nb.simulate(g, x, dyn, backend=backend, record=[("1", "v")])[("1", "v")]
+    np.testing.assert_allclose(v, v1, rtol=0, atol=VTOL)

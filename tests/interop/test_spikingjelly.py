@@ -12,7 +12,18 @@ import warnings
 
 import numpy as np
 import pytest
-from interop_common import NIN, NOUT, X, compare, make_tie_weights, make_weights, quiet_import, record_unsupported
+from interop_common import (
+    NIN,
+    NOUT,
+    VTOL,
+    X,
+    compare,
+    make_frames,
+    make_tie_weights,
+    make_weights,
+    quiet_import,
+    record_unsupported,
+)
 from interop_common import write_nir as _write
 
 import nirbridge as nb
@@ -121,3 +132,42 @@ def test_soft_reset_and_recurrent_are_not_exportable():
         _run(neuron.LIFNode(tau=4.0, v_threshold=0.5), wrap=wrap)
     record_unsupported("spikingjelly", "LinearRecurrentContainer", ["LIF"], "torch.fx cannot trace it",
                        recurrent=True)
+
+
+# ---------------------------------------------------------------------- a conv net
+@functools.cache
+def conv_net():
+    """layer.Conv2d(1->4, 3x3) -> LIFNode -> layer.AvgPool2d(2) -> layer.Flatten -> layer.Linear(36->5)
+    -> LIFNode on 8x8 spike frames."""
+    torch.manual_seed(0)
+    x = make_frames()
+    conv, lin = layer.Conv2d(1, 4, 3), layer.Linear(36, 5)
+    with torch.no_grad():
+        conv.weight.mul_(3.0)
+        lin.weight.mul_(8.0).add_(0.5)  # excitatory enough that every output neuron spikes (input gain 1/tau)
+    n1, n2 = neuron.LIFNode(tau=2.0, v_threshold=0.5), neuron.LIFNode(tau=3.0, v_threshold=0.5, v_reset=-0.1)
+    net = torch.nn.Sequential(conv, n1, layer.AvgPool2d(2), layer.Flatten(), lin, n2)
+    functional.reset_net(net)
+    s, v, v1 = [], [], []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            s.append(net(torch.from_numpy(x[t])).numpy().copy())
+            v.append(n2.v.numpy().copy())
+            v1.append(n1.v.numpy().copy())
+    functional.reset_net(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = export_to_nir(net, torch.from_numpy(x[0]))
+    return _write(g, "spikingjelly_cnn"), x, {"spikes": np.array(s), "v": np.array(v)}, np.array(v1)
+
+
+def test_conv_net(backend):
+    path, x, ref, v1 = conv_net()
+    g, dyn = _load(path)
+    assert [s.node.type for s in g.plan.steps] == ["Input", "Conv2d", "LIF", "AvgPool2d", "Flatten", "Affine", "LIF",
+                                                   "Output"]
+    assert ref["spikes"].sum() > 40
+    compare("spikingjelly", "CNN: Conv2d -> LIFNode -> AvgPool2d -> Flatten -> Linear -> LIFNode", g, dyn, backend,
+            ref, neuron="_5", x=x)
+    v = nb.simulate(g, x, dyn, backend=backend, record=[("_1", "v")])[("_1", "v")]  # the conv layer's voltage
+    np.testing.assert_allclose(v, v1, rtol=0, atol=VTOL)

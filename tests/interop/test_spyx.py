@@ -14,7 +14,18 @@ import warnings
 
 import numpy as np
 import pytest
-from interop_common import NIN, NOUT, X, compare, make_rec_weights, make_tie_weights, make_weights, quiet_import
+from interop_common import (
+    NIN,
+    NOUT,
+    VTOL,
+    X,
+    compare,
+    make_frames,
+    make_rec_weights,
+    make_tie_weights,
+    make_weights,
+    quiet_import,
+)
 from interop_common import write_nir as _write
 
 import nirbridge as nb
@@ -125,3 +136,56 @@ def test_recurrent(name, backend):
     compare("spyx", LABELS[name], g, dyn, backend, ref)
     if backend == "reference":  # the file's edges taken literally: the input passes through w_rec
         assert int((nb.simulate(raw, X, dyn)["output"] != ref["spikes"]).sum()) > 0
+
+
+# ---------------------------------------------------------------------- a conv net
+@functools.cache
+def conv_net():
+    with warnings.catch_warnings(), jax.numpy_dtype_promotion("standard"):
+        warnings.simplefilter("ignore")
+        return _conv_net()
+
+
+def _conv_net():
+    """nnx.Conv(1->4, 3x3, VALID) -> LIF -> SumPool(2) -> Flatten -> nnx.Linear(36->5) -> LIF on 8x8
+    spike frames. Spyx runs channels-last (B, H, W, C); the file is channels-first as NIR says."""
+    x = make_frames()
+    xl = np.ascontiguousarray(x.transpose(0, 1, 3, 4, 2))
+    rngs = nnx.Rngs(0)
+    conv = nnx.Conv(1, 4, kernel_size=(3, 3), padding="VALID", rngs=rngs)
+    conv.kernel[...] = conv.kernel[...] * 2.0
+    lin = nnx.Linear(36, 5, rngs=rngs)
+    lin.kernel[...] = lin.kernel[...] * 0.5 + 0.05  # every output neuron spikes, |v| stays below 10
+    l1 = snn.LIF((6, 6, 4), beta=0.9, threshold=1.0, rngs=rngs)
+    l1.beta = nnx.Param(jnp.broadcast_to(jnp.array([0.7, 0.8, 0.9, 0.95]), (6, 6, 4)))  # per channel (H, W, C)
+    model = snn.Sequential(conv, l1, snn.SumPool(2, 2, "VALID"), snn.Flatten(), lin,
+                           snn.LIF((5,), beta=0.8, threshold=1.0, rngs=rngs))
+    state = model.initial_state(x.shape[1])
+    s, v, v1 = [], [], []
+    for t in range(x.shape[0]):
+        out, state = model(jnp.array(xl[t]), state)
+        s.append(np.asarray(out))
+        v.append(np.asarray(state[5]))
+        v1.append(np.asarray(state[1]).transpose(0, 3, 1, 2))  # (B, H, W, C) -> NIR's (B, C, H, W)
+    g = snir.to_nir(model, {"input": np.array([1, 8, 8])}, {"output": np.array([5])}, dt=DT)
+    return _write(g, "spyx_cnn"), x, {"spikes": np.array(s, dtype=np.float32), "v": np.array(v)}, np.array(v1)
+
+
+def test_conv_net(backend):
+    """The exporter writes a channels-first Flatten but leaves the next Linear's columns in Spyx's
+    channels-last order: import_graph reorders them (one warning); the file as written gives other
+    spikes."""
+    path, x, ref, v1 = conv_net()
+    raw = nb.load(path)
+    assert [s.node.type for s in raw.plan.steps] == ["Input", "Conv2d", "LIF", "SumPool2d", "Flatten", "Affine",
+                                                     "LIF", "Output"]
+    g, dyn, warns = quiet_import(raw, "spyx", dt=DT)
+    reordered = [w for w in warns if "channels-last" in str(w.message)]
+    assert len(reordered) == 1 and "'layer_4'" in str(reordered[0].message)
+    assert ref["spikes"].sum() > 40
+    compare("spyx", "CNN: Conv -> LIF -> SumPool -> Flatten -> Linear -> LIF", g, dyn, backend, ref, neuron="layer_5",
+            x=x)
+    v = nb.simulate(g, x, dyn, backend=backend, record=[("layer_1", "v")])[("layer_1", "v")]  # the conv layer
+    np.testing.assert_allclose(v, v1, rtol=0, atol=VTOL)
+    if backend == "reference":  # the Linear's columns as written: wrong
+        assert int((nb.simulate(raw, x, nb.Dynamics.preset("spyx", dt=DT))["output"] != ref["spikes"]).sum()) > 0
