@@ -137,6 +137,24 @@ def test_paper_graphs_match_reference(name):
         assert_matches(g, nb.simulate(g, x, dyn, backend="jax", record="all", dtype=dtype), ref, dtype)
 
 
+@pytest.mark.parametrize("case", ["Conv2d", "cnn_sinabs"])
+def test_nchw_layout_matches_reference(case):
+    """``layout="NCHW"`` (no channels-last region; the default runs these graphs channels-last, see
+    test_jax_layout.py) still matches the reference."""
+    if case == "cnn_sinabs":
+        g = nb.load(examples.path(case))
+        dt, x = _paper_case(case)
+    else:
+        g, x, dt = node_case(case)
+    dyn = nb.Dynamics(dt=dt)
+    assert nb.to_jax(g, dyn).channels_last  # the default would not take the NCHW path
+    for dtype in DTYPES:
+        model = nb.to_jax(g, dyn, dtype=dtype, layout="NCHW")
+        assert model.channels_last == frozenset()
+        got, _ = model.run(model.params, x, record="all")
+        assert_matches(g, got, nb.simulate(g, x, dyn, record="all", dtype=dtype), dtype)
+
+
 @pytest.mark.parametrize("node_type", ["Affine", "Linear", "Scale", "Threshold", "Flatten", "Conv1d", "Conv2d",
                                        "SumPool2d", "AvgPool2d"])
 def test_hoisting_does_not_change_numbers(node_type):
