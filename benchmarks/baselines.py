@@ -915,11 +915,8 @@ def _default_path(*candidates: str) -> str | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--braille", default=_default_path(
-        "nirbridge/examples/braille.nir", "/work/shared/nir-paper/braille_noDelay_bias_zero.nir"))
-    parser.add_argument("--cnn", default=_default_path(
-        "nirbridge/examples/cnn.nir", "nirbridge/examples/cnn_sinabs.nir",
-        "/work/shared/nir-paper/cnn_sinabs.nir"))
+    parser.add_argument("--braille", default=_default_path("nirbridge/examples/braille_noDelay_bias_zero.nir"))
+    parser.add_argument("--cnn", default=_default_path("nirbridge/examples/cnn_sinabs.nir"))
     parser.add_argument("--smoke-steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-timing", action="store_true")
