@@ -25,7 +25,7 @@ import numpy as np
 from .errors import DynamicsError, UnknownNodeError, node_error
 from .nodes import conv_geometry, flatten_dims, pool_geometry
 
-__all__ = ["Kernel", "KERNELS", "Ops", "get_kernel", "register_kernel"]
+__all__ = ["Kernel", "KERNELS", "NamespaceOps", "Ops", "get_kernel", "register_kernel"]
 
 
 class Ops:
@@ -83,6 +83,28 @@ class Ops:
     def sum1(self, x):
         """The sum along axis 1 (the axis after the batch)."""
         raise NotImplementedError
+
+
+class NamespaceOps(Ops):
+    """:class:`Ops` whose element-wise operations come from an array namespace ``xp`` that uses
+    NumPy's names (``numpy``, ``jax.numpy``, ``torch``); a backend adds the rest."""
+
+    xp: Any = None
+
+    def exp(self, x):
+        return self.xp.exp(x)
+
+    def expm1(self, x):
+        return self.xp.expm1(x)
+
+    def floor(self, x):
+        return self.xp.floor(x)
+
+    def where(self, cond, a, b):
+        return self.xp.where(cond, a, b)
+
+    def sum1(self, x):
+        return x.sum(1)
 
 
 @dataclass(frozen=True)

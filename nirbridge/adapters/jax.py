@@ -62,7 +62,7 @@ from jax import lax
 
 from ..errors import InputError, ParameterError, node_error
 from ..graph import Graph
-from ..kernels import KERNELS, Kernel, Ops
+from ..kernels import KERNELS, Kernel, NamespaceOps
 from ..program import (
     Program,
     build_program,
@@ -133,9 +133,10 @@ def _spike_jvp(inclusive, surrogate, slope, primals, tangents):
 
 
 # ---------------------------------------------------------------------------- array operations
-class JaxOps(Ops):
+class JaxOps(NamespaceOps):
     """The kernels' array operations in ``jax.numpy`` / ``lax`` (PyTorch layouts NC[H[W]], OI[H[W]])."""
 
+    xp = jnp
     name = "jax"
 
     def const(self, value, like):
@@ -143,18 +144,6 @@ class JaxOps(Ops):
 
     def zeros(self, shape, dtype):
         return jnp.zeros(shape, dtype=dtype)
-
-    def exp(self, x):
-        return jnp.exp(x)
-
-    def expm1(self, x):
-        return jnp.expm1(x)
-
-    def floor(self, x):
-        return jnp.floor(x)
-
-    def where(self, cond, a, b):
-        return jnp.where(cond, a, b)
 
     def spike(self, v, threshold, inclusive, surrogate, slope):
         return spike(v, threshold, inclusive, surrogate, slope)
@@ -191,9 +180,6 @@ class JaxOps(Ops):
 
     def concat1(self, a, b):
         return jnp.concatenate([a, b], axis=1)
-
-    def sum1(self, x):
-        return x.sum(axis=1)
 
 
 class JaxOpsNHWC(JaxOps):

@@ -60,7 +60,7 @@ from .._util import progress_bar
 from ..dynamics import Dynamics
 from ..errors import GraphError, InputError, ShapeError, UnsupportedError, node_error
 from ..graph import Graph
-from ..kernels import Ops
+from ..kernels import NamespaceOps
 from ..nodes import spec_for_nir
 from ..program import (
     Program,
@@ -137,9 +137,10 @@ def _compare(v, thr, inclusive):
 
 
 # ---------------------------------------------------------------------------- ops
-class TorchOps(Ops):
+class TorchOps(NamespaceOps):
     """The :class:`~nirbridge.kernels.Ops` of the torch backend (tensors on ``device``)."""
 
+    xp = torch
     name = "torch"
 
     def __init__(self, device: Any = None):
@@ -150,18 +151,6 @@ class TorchOps(Ops):
 
     def zeros(self, shape, dtype):
         return torch.zeros(tuple(shape), dtype=dtype, device=self.device)
-
-    def exp(self, x):
-        return torch.exp(x)
-
-    def expm1(self, x):
-        return torch.expm1(x)
-
-    def floor(self, x):
-        return torch.floor(x)
-
-    def where(self, cond, a, b):
-        return torch.where(cond, a, b)
 
     def spike(self, v, threshold, inclusive, surrogate, slope):
         if torch.is_grad_enabled() and (v.requires_grad or threshold.requires_grad):
@@ -194,9 +183,6 @@ class TorchOps(Ops):
 
     def concat1(self, a, b):
         return torch.cat([a, b], dim=1)
-
-    def sum1(self, x):
-        return x.sum(dim=1)
 
 
 # ---------------------------------------------------------------------------- the module
