@@ -286,13 +286,23 @@ def _leaky_update(c, s, v, x):
     return c["a"] * v + c["b"] + drive
 
 
-def _li_step(ops, c, s, state, x):
-    v = _leaky_update(c, s, state["v"], x)
-    return {"v": v}, v
+def _value_step(update):
+    """The step of a non-spiking one-voltage node (LI, I): output the updated voltage."""
+
+    def step(ops, c, s, state, x):
+        v = update(c, s, state["v"], x)
+        return {"v": v}, v
+
+    return step
 
 
-def _lif_step(ops, c, s, state, x):
-    return _fire(ops, c, s, state, lambda v: ({}, _leaky_update(c, s, v, x)))
+def _spiking_step(update):
+    """The step of a spiking one-voltage node (LIF, IF): the update, then spike and reset."""
+
+    def step(ops, c, s, state, x):
+        return _fire(ops, c, s, state, lambda v: ({}, update(c, s, v, x)))
+
+    return step
 
 
 def _integrator_prepare(ops, p, s, dyn):
@@ -303,15 +313,6 @@ def _integrator_prepare(ops, p, s, dyn):
 
 def _integrate(c, s, v, x):
     return v + x if s["gain"] == "unit" else v + c["k"] * x
-
-
-def _i_step(ops, c, s, state, x):
-    v = _integrate(c, s, state["v"], x)
-    return {"v": v}, v
-
-
-def _if_step(ops, c, s, state, x):
-    return _fire(ops, c, s, state, lambda v: ({}, _integrate(c, s, v, x)))
 
 
 def _cuba_prepare(ops, p, s, dyn):
@@ -438,10 +439,10 @@ KERNELS: dict[str, Kernel] = {
     "SumPool2d": Kernel(_pool_static(False), _pass_params, _no_state, _pool_step),
     "AvgPool2d": Kernel(_pool_static(True), _pass_params, _no_state, _pool_step),
     "Delay": Kernel(_delay_static, _delay_prepare, _delay_init, _delay_step),
-    "I": Kernel(_neuron_static, _integrator_prepare, _v_state, _i_step),
-    "IF": Kernel(_neuron_static, _integrator_prepare, _v_state, _if_step),
-    "LI": Kernel(_neuron_static, _leaky_prepare, _v_state, _li_step),
-    "LIF": Kernel(_neuron_static, _leaky_prepare, _v_state, _lif_step),
+    "I": Kernel(_neuron_static, _integrator_prepare, _v_state, _value_step(_integrate)),
+    "IF": Kernel(_neuron_static, _integrator_prepare, _v_state, _spiking_step(_integrate)),
+    "LI": Kernel(_neuron_static, _leaky_prepare, _v_state, _value_step(_leaky_update)),
+    "LIF": Kernel(_neuron_static, _leaky_prepare, _v_state, _spiking_step(_leaky_update)),
     "CubaLI": Kernel(_neuron_static, _cuba_prepare, _cuba_init, _cubali_step),
     "CubaLIF": Kernel(_neuron_static, _cuba_prepare, _cuba_init, _cubalif_step),
 }
