@@ -1,6 +1,6 @@
 """nirbridge: run NIR graphs as JAX programs, PyTorch modules or a NumPy reference, with the same numbers.
 
-``import nirbridge`` imports no framework: the JAX, Flax, Equinox and torch adapters are loaded on
+``import nirbridge`` imports no framework: the JAX, Flax, Equinox and torch backends are loaded on
 first use of ``to_jax``, ``to_torch``, ... (a missing framework says which extra to install).
 """
 
@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from . import errors, examples, presets
-from .adapters.base import available_backends, register_adapter
+from .backends import available_backends, register_backend
 from .compare import Report, compare
 from .dynamics import Dynamics
 from .errors import NirBridgeError, NirBridgeWarning
@@ -24,14 +24,14 @@ __version__ = "0.1.0"
 
 # public names that live in modules importing a framework: loaded on first access
 _LAZY = {
-    "to_jax": "nirbridge.adapters.jax",
-    "from_jax": "nirbridge.adapters.jax",
-    "to_flax": "nirbridge.adapters.flax",
-    "from_flax": "nirbridge.adapters.flax",
-    "to_equinox": "nirbridge.adapters.equinox",
-    "from_equinox": "nirbridge.adapters.equinox",
-    "to_torch": "nirbridge.adapters.torch",
-    "from_torch": "nirbridge.adapters.torch",
+    "to_jax": "nirbridge.backends.jax",
+    "from_jax": "nirbridge.backends.jax",
+    "to_flax": "nirbridge.backends.flax",
+    "from_flax": "nirbridge.backends.flax",
+    "to_equinox": "nirbridge.backends.equinox",
+    "from_equinox": "nirbridge.backends.equinox",
+    "to_torch": "nirbridge.backends.torch",
+    "from_torch": "nirbridge.backends.torch_fx",
 }
 
 __all__ = [
@@ -54,7 +54,7 @@ __all__ = [
     "from_torch",
     "load",
     "presets",
-    "register_adapter",
+    "register_backend",
     "register_kernel",
     "register_node",
     "save",

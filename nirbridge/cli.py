@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .backends import DEFAULT_BACKENDS
 from .dynamics import METHODS, RESETS, SYNAPSES, THRESHOLDS, Dynamics
 from .errors import InputError, NirBridgeError
 
 __all__ = ["main"]
 
-DEFAULT_BACKENDS = ("reference", "jax", "torch")
 #: the dynamics of ``nirbridge demo``: the Braille graph was exported by snnTorch (trained at dt = 1e-4),
 #: so it means what snnTorch computes: the "snntorch" preset
 DEMO_PRESET = "snntorch"
@@ -196,12 +196,13 @@ def _dynamics(args: argparse.Namespace) -> Dynamics:
 
 def _parse_random(spec: str) -> tuple[int, int, float]:
     parts = spec.split(",")
+    bad = InputError(f"--random-spikes {spec!r} is not T,B,p. Fix: e.g. --random-spikes 200,4,0.1")
+    if len(parts) != 3:
+        raise bad
     try:
-        if len(parts) != 3:
-            raise ValueError
         T, B, p = int(parts[0]), int(parts[1]), float(parts[2])
     except ValueError:
-        raise InputError(f"--random-spikes {spec!r} is not T,B,p. Fix: e.g. --random-spikes 200,4,0.1") from None
+        raise bad from None
     return T, B, p
 
 
@@ -389,7 +390,7 @@ def _benchmark(backend: str, graph, dyn: Dynamics, x: np.ndarray, dtype: str, re
     if backend == "jax":
         import jax
 
-        from .adapters.jax import to_jax
+        from .backends.jax import to_jax
 
         model = to_jax(graph, dyn, dtype=dtype)
         xj = jax.numpy.asarray(x)
@@ -399,7 +400,7 @@ def _benchmark(backend: str, graph, dyn: Dynamics, x: np.ndarray, dtype: str, re
     elif backend == "torch":
         import torch
 
-        from .adapters.torch import to_torch
+        from .backends.torch import to_torch
 
         module = to_torch(graph, dyn, dtype=getattr(torch, dtype))
         xt = torch.from_numpy(np.ascontiguousarray(x))
@@ -422,7 +423,7 @@ def _benchmark(backend: str, graph, dyn: Dynamics, x: np.ndarray, dtype: str, re
 def _plot(report, graph, out: str, *, sample: int, neurons: int, trace: str | None, title: str) -> None:
     """Spike rasters of every spiking node, one panel per backend side by side, and below them the
     chosen state variable of a few neurons in every backend (one line style per backend)."""
-    from .adapters.base import require
+    from .backends import require
     from .compare import spiking_nodes
 
     require("matplotlib", "cli")

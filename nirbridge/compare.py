@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 
 from ._util import text_table
-from .adapters.base import available_backends, get_adapter
+from .backends import DEFAULT_BACKENDS, available_backends, get_backend
 from .dynamics import Dynamics
-from .errors import InputError, MissingDependencyError
+from .errors import InputError, MissingDependencyError, NotFoundError
 from .graph import Graph
-from .program import build_program, check_graph, resolve_dtype
+from .io import as_graph
+from .program import build_program, resolve_dtype
 
 __all__ = ["compare", "Report", "Comparison", "Entry", "Divergence", "default_tolerance", "spiking_nodes"]
 
@@ -145,7 +146,7 @@ class Comparison:
         for e in self.entries:
             if e.key == key:
                 return e
-        raise KeyError(f"no entry {key!r}; entries: {[e.key for e in self.entries]}")
+        raise NotFoundError(f"no entry {key!r}; entries: {[e.key for e in self.entries]}")
 
 
 @dataclass
@@ -206,7 +207,7 @@ class Report:
         return _format(self)
 
 
-def compare(graph: Graph, x: Any, dynamics: Dynamics, backends: Sequence[str] = ("reference", "jax", "torch"),
+def compare(graph: Graph, x: Any, dynamics: Dynamics, backends: Sequence[str] = DEFAULT_BACKENDS,
             atol: float | None = None, rtol: float | None = None, record: Any = "all", dtype: Any = "float32",
             *, require: bool | Iterable[str] = ()) -> Report:
     """Run ``graph`` on ``x`` in every backend and compare them with the first one.
@@ -230,7 +231,7 @@ def compare(graph: Graph, x: Any, dynamics: Dynamics, backends: Sequence[str] = 
         a :class:`Report`. A non-baseline backend that raises on this graph is listed in
         ``report.failed`` (and the report is not ok); the baseline's errors propagate.
     """
-    check_graph(graph, "compare")
+    graph = as_graph(graph, "compare")
     names = _backend_order(backends)
     required = set(names) if require is True else set(require or ())
     unknown = required - set(names)
@@ -251,7 +252,7 @@ def compare(graph: Graph, x: Any, dynamics: Dynamics, backends: Sequence[str] = 
     for name in names:
         first = not report.ran and not report.failed  # the first backend that runs is the baseline
         try:
-            adapter = get_adapter(name)
+            backend = get_backend(name)
         except ImportError as e:  # MissingDependencyError, or an adapter module that is not there
             if name in required:
                 if isinstance(e, MissingDependencyError):
@@ -260,9 +261,8 @@ def compare(graph: Graph, x: Any, dynamics: Dynamics, backends: Sequence[str] = 
             report.unavailable[name] = str(e)
             continue
         try:
-            run_prog = build_program(graph, dynamics, adapter.name)
             t0 = time.perf_counter()
-            out = adapter.simulate(run_prog, x, record=record, dtype=dt, progress=False)
+            out = backend.simulate(graph, dynamics, x, record=record, dtype=dt, progress=False)
             report.timings[name] = time.perf_counter() - t0
         except Exception as e:
             if first:  # the baseline's errors are the caller's (bad input, unsupported graph)

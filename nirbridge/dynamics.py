@@ -185,6 +185,11 @@ class Dynamics:
             return self.voltage
         return "pre" if self.reset_timing == "late" else "post"
 
+    def for_node(self, name: str, node_type: str) -> Dynamics:
+        """The settings for the node called ``name`` (flat name) of type ``node_type``: the one method
+        every kernel asks (``by_type`` applied)."""
+        return self.for_type(node_type)
+
     def for_type(self, node_type: str) -> Dynamics:
         """The settings for nodes of ``node_type``: these Dynamics with its ``by_type`` entry applied."""
         for t, items in self.by_type:
@@ -223,9 +228,21 @@ class Dynamics:
         >>> Dynamics.preset("norse", dt=1e-4)
         Dynamics(dt=0.0001, method='euler', reset='zero', threshold='>', synapse='current_first', v_init='v_leak')
         """
-        from .presets import get_preset
+        lookup = _PRESET_LOOKUP.get("preset")
+        if lookup is None:  # pragma: no cover - nirbridge/__init__ imports the presets
+            raise DynamicsError("no presets are registered. Fix: import nirbridge (it loads nirbridge.presets)")
+        return lookup(name).dynamics(**overrides)
 
-        return get_preset(name).dynamics(**overrides)
+
+#: where :meth:`Dynamics.preset` finds presets: ``{"preset": name -> preset}``, filled by
+#: :mod:`nirbridge.presets` when it is imported (dynamics imports nothing from the presets, which
+#: import the Dynamics)
+_PRESET_LOOKUP: dict[str, Any] = {}
+
+
+def set_preset_lookup(lookup: Any) -> None:
+    """Install the function :meth:`Dynamics.preset` looks presets up with (``nirbridge.presets`` does)."""
+    _PRESET_LOOKUP["preset"] = lookup
 
 
 def _check_voltage(timing: str, voltage: str | None, where: str) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "DynamicsError",
     "InputError",
     "MissingDependencyError",
+    "NotFoundError",
     "NirBridgeWarning",
 ]
 
@@ -60,6 +61,13 @@ class InputError(NirBridgeError, ValueError):
 
 class MissingDependencyError(NirBridgeError, ImportError):
     """An optional framework is needed but not installed."""
+
+
+class NotFoundError(NirBridgeError, KeyError):
+    """A lookup by name found nothing (a node of a plan, an entry of a report)."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0]) if self.args else ""
 
 
 class NirBridgeWarning(UserWarning):

@@ -24,10 +24,10 @@ import nir
 import numpy as np
 
 from ._util import text_table
-from .errors import GraphError, ParameterError, ShapeError, node_error
+from .errors import GraphError, NotFoundError, ParameterError, ShapeError, node_error
 from .nodes import SUBGRAPH, NodeSpec, check_params, get_spec, spec_for_nir
 
-__all__ = ["Graph", "Node", "Plan", "Step"]
+__all__ = ["Graph", "Node", "Plan", "Step", "check_graph"]
 
 Shape = tuple[int, ...]
 #: how errors about a graph as a whole (not one node) name it
@@ -166,7 +166,7 @@ class Plan:
         try:
             return self._index[name]  # type: ignore[attr-defined]
         except KeyError:
-            raise KeyError(f"no node {name!r} in the plan; nodes: {list(self._index)}") from None  # type: ignore[attr-defined]
+            raise NotFoundError(f"no node {name!r} in the plan; nodes: {list(self._index)}") from None  # type: ignore[attr-defined]
 
     def __contains__(self, name: object) -> bool:
         return name in self._index  # type: ignore[attr-defined]
@@ -383,6 +383,14 @@ class Graph:
             raise node_error(GraphError, where, "nodes",
                              f"the graph has no Output node (nodes without outgoing edges: {tails})",
                              f"add nir.Output(output_type=...) and an edge to it from {tail}")
+
+
+def check_graph(graph: Any, caller: str) -> None:
+    """Raise :class:`~nirbridge.errors.GraphError` unless ``graph`` is a :class:`Graph`; ``caller``
+    is the public function the message names (``"simulate"``)."""
+    if not isinstance(graph, Graph):
+        raise GraphError(f"{caller}() takes a nirbridge.Graph, got {type(graph).__name__}. "
+                         "Fix: nb.load(path) or nb.Graph.from_nir(nir_graph)")
 
 
 def _as_str(x: Any, where: str) -> str:

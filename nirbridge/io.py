@@ -27,11 +27,10 @@ import nir
 import numpy as np
 
 from .errors import FileFormatError, NirBridgeError, UnsupportedError, node_error
-from .graph import ROOT, Graph
+from .graph import ROOT, Graph, check_graph
 from .nodes import NODE_SPECS, SUBGRAPH, check_params
-from .program import check_graph
 
-__all__ = ["load", "save"]
+__all__ = ["as_graph", "load", "save"]
 
 # fields nir's readers fill in when a file leaves them out (older NIR files have no v_reset / w_in)
 _OPTIONAL_IN_FILE = {
@@ -341,3 +340,16 @@ def _read_graph(group: Any, prefix: str, name: str, meta: dict, fname: str) -> n
                              "re-export the file")
         nodes[key] = _read_node(sub, prefix + key + ".", fname)
     return nir.NIRGraph(nodes=nodes, edges=pairs, metadata=meta, type_check=False)
+
+
+def as_graph(obj: Any, caller: str) -> Graph:
+    """``obj`` as a :class:`~nirbridge.graph.Graph`: a Graph, a ``nir.NIRGraph`` or the path of a
+    ``.nir`` file (what every ``to_*`` function and :func:`nirbridge.simulate` accept)."""
+    if isinstance(obj, Graph):
+        return obj
+    if isinstance(obj, nir.NIRGraph):
+        return Graph.from_nir(obj)
+    if isinstance(obj, (str, bytes)) or hasattr(obj, "__fspath__"):
+        return load(obj)
+    check_graph(obj, caller)  # raises, naming the caller
+    return obj

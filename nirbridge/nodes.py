@@ -10,16 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import nir
 import numpy as np
 
-from .errors import ParameterError, ShapeError, UnknownNodeError, node_error
+from .errors import ParameterError, ShapeError, UnknownNodeError, UnsupportedError, node_error
 
-__all__ = ["NodeSpec", "NODE_SPECS", "check_params", "get_spec", "register_node", "spec_for_nir"]
+__all__ = ["NodeSpec", "NODE_SPECS", "PARAM_KINDS", "check_params", "get_spec", "register_node", "spec_for_nir"]
 
 Shape = tuple[int, ...]
+
+#: What each float parameter of a node is, as :attr:`NodeSpec.param_kinds` says (training filters,
+#: validity checks and the torch parameters/buffers ask it):
+#: ``"weight"`` (connection weights and biases, scales: what training usually changes),
+#: ``"time_constant"`` (seconds, > 0), ``"gain"`` (``r``, ``w_in``), ``"voltage"`` (``v_leak``,
+#: ``v_reset``), ``"threshold"`` (``v_threshold``, a Threshold's ``threshold``) and
+#: ``"structure"`` (fixed when a program is built: a Delay's ``delay``, turned into whole steps).
+PARAM_KINDS = ("weight", "time_constant", "gain", "voltage", "threshold", "structure")
+_NEURON_KINDS = {"tau": "time_constant", "tau_mem": "time_constant", "tau_syn": "time_constant", "r": "gain",
+                 "w_in": "gain", "v_leak": "voltage", "v_reset": "voltage", "v_threshold": "threshold"}
 
 
 @dataclass(frozen=True)
@@ -51,11 +62,37 @@ class NodeSpec:
         default=lambda name, p, s: s
     )
     equation: str = ""
+    param_kinds: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        kinds = dict(self.param_kinds)
+        unknown = {f: k for f, k in kinds.items() if k not in PARAM_KINDS}
+        if unknown or set(kinds) - set(self.float_params):
+            raise node_error(ParameterError, self.type, "param_kinds",
+                             f"{unknown or sorted(set(kinds) - set(self.float_params))} are not kinds of float "
+                             "parameters",
+                             f"map float parameters to kinds in {PARAM_KINDS}")
+        object.__setattr__(self, "param_kinds", MappingProxyType(
+            {f: kinds.get(f, "weight") for f in self.float_params}))
 
     @property
     def stateful(self) -> bool:
         """Whether the node carries state between time steps (a neuron, a Delay)."""
         return bool(self.state)
+
+    def params_of_kind(self, *kinds: str) -> tuple[str, ...]:
+        """The float parameters of these kinds (see :data:`PARAM_KINDS`), in field order."""
+        return tuple(f for f in self.float_params if self.param_kinds[f] in kinds)
+
+    @property
+    def time_constants(self) -> tuple[str, ...]:
+        """The float parameters that are time constants (in seconds, > 0)."""
+        return self.params_of_kind("time_constant")
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        """The float parameters a backend exposes as trainable (every kind but ``"structure"``)."""
+        return tuple(f for f in self.float_params if self.param_kinds[f] != "structure")
 
 
 def _shape(a: Any) -> Shape:
@@ -356,7 +393,7 @@ NODE_SPECS: dict[str, NodeSpec] = {}
 def register_node(spec: NodeSpec, *, replace: bool = False) -> None:
     """Add a node type to the registry (a kernel for it is registered in ``nirbridge.kernels``)."""
     if spec.type in NODE_SPECS and not replace:
-        raise ValueError(f"node type {spec.type!r} is registered already; pass replace=True")
+        raise UnsupportedError(f"node type {spec.type!r} is registered already. Fix: pass replace=True")
     NODE_SPECS[spec.type] = spec
 
 
@@ -370,6 +407,7 @@ for _t in ("I", "IF", "LI", "LIF", "CubaLI", "CubaLIF"):
             spiking=_t in ("IF", "LIF", "CubaLIF"),
             expected_input=_same_shape(*_NEURON_FIELDS[_t]),
             equation=_NEURON_EQ[_t],
+            param_kinds={f: _NEURON_KINDS[f] for f in _NEURON_FIELDS[_t]},
         )
     )
 
@@ -384,9 +422,10 @@ register_node(_spec("Linear", ("weight",), float_params=("weight",),
 register_node(_spec("Scale", ("scale",), float_params=("scale",), expected_input=_same_shape("scale"),
                     equation="y = s * x"))
 register_node(_spec("Threshold", ("threshold",), float_params=("threshold",),
-                    expected_input=_same_shape("threshold"), spiking=True, equation="z = [x > threshold]"))
+                    expected_input=_same_shape("threshold"), spiking=True, equation="z = [x > threshold]",
+                    param_kinds={"threshold": "threshold"}))
 register_node(_spec("Delay", ("delay",), float_params=("delay",), expected_input=_same_shape("delay"),
-                    state=("buffer",), equation="y(t) = x(t - delay)"))
+                    state=("buffer",), equation="y(t) = x(t - delay)", param_kinds={"delay": "structure"}))
 register_node(_spec("Flatten", ("input_type", "start_dim", "end_dim"), expected_input=_flatten_expected,
                     output_shape=_flatten_output, equation="y = reshape(x)"))
 for _nd in (1, 2):
@@ -410,7 +449,6 @@ SUBGRAPH = "NIRGraph"
 
 #: fields a node may leave as None (nir leaves them unset when it cannot infer them)
 OPTIONAL_FIELDS = frozenset({"input_shape", "input_type", "output_type"})
-_TIME_CONSTANTS = ("tau", "tau_mem", "tau_syn")
 
 
 def check_params(node: str, spec: NodeSpec, params: Mapping[str, Any], *, missing_ok: Iterable[str] = ()) -> None:
@@ -444,10 +482,10 @@ def check_params(node: str, spec: NodeSpec, params: Mapping[str, Any], *, missin
             raise node_error(ParameterError, node, f,
                              f"holds {first} (non-finite; first at index {tuple(int(i) for i in bad)})",
                              "replace NaN and inf by finite values")
-        if f in _TIME_CONSTANTS and np.any(v <= 0):
+        if spec.param_kinds[f] == "time_constant" and np.any(v <= 0):
             raise node_error(ParameterError, node, f, f"holds a time constant <= 0 (min {np.min(v)})",
                              "time constants are positive, in seconds")
-        if f == "delay" and np.any(v < 0):
+        if spec.param_kinds[f] == "structure" and np.any(v < 0):
             raise node_error(ParameterError, node, f, f"holds a negative delay (min {np.min(v)})",
                              "delays are >= 0 seconds")
     spec.expected_input(node, params)  # integer fields and the shape consistency of the parameters

@@ -33,10 +33,9 @@ from typing import Any
 import nir
 import numpy as np
 
-from .dynamics import Dynamics
+from .dynamics import Dynamics, set_preset_lookup
 from .errors import DynamicsError, NirBridgeWarning, ParameterError, UnsupportedError, node_error
-from .graph import Graph
-from .program import check_graph
+from .graph import Graph, check_graph
 
 __all__ = ["ASPECTS", "PRESETS", "Preset", "ExporterQuirkWarning", "LostInformationWarning", "export_graph",
            "get_preset", "import_graph", "names"]
@@ -90,7 +89,7 @@ class Preset:
 def _preset(name, library, settings, notes, exporter, lost=(), quirks=(), assumed=None) -> Preset:
     missing = [a for a in ASPECTS if a not in notes]
     if missing:  # pragma: no cover - a programming error in this table
-        raise RuntimeError(f"preset {name!r} documents no {missing}")
+        raise DynamicsError(f"preset {name!r} documents no {missing}")
     return Preset(name, library, MappingProxyType(dict(settings)), MappingProxyType(dict(notes)), exporter,
                   tuple(lost), tuple(quirks), MappingProxyType(dict(assumed or {})))
 
@@ -320,6 +319,9 @@ def get_preset(name: str) -> Preset:
             "or build Dynamics(dt=..., method=..., reset=..., threshold=..., synapse=...) yourself"
         )
     return PRESETS[name]
+
+
+set_preset_lookup(get_preset)
 
 
 # ====================================================================== import: exporter quirks

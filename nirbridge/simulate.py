@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adapters.base import get_adapter
+from .backends import get_backend
 from .dynamics import Dynamics
-from .graph import Graph
-from .program import build_program, check_graph
+from .io import as_graph
 
 __all__ = ["simulate"]
 
 
-def simulate(graph: Graph, x: Any, dynamics: Dynamics, backend: str = "reference", *,
+def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference", *,
              record: Any = None, dtype: Any = "float32", progress: bool = False) -> dict:
     """Simulate ``graph`` on input ``x`` with ``dynamics``, in one backend.
 
     Args:
-        graph: a :class:`Graph` (from :func:`load` or :meth:`Graph.from_nir`).
+        graph: a :class:`Graph` (from :func:`load` or :meth:`Graph.from_nir`), a ``nir.NIRGraph``
+            or the path of a ``.nir`` file.
         x: time-major input ``(T, B, *input_shape)`` for a graph with one input, or
             ``{input name: array}``.
         dynamics: the :class:`Dynamics` (dt, method, reset, ...).
@@ -26,6 +26,10 @@ def simulate(graph: Graph, x: Any, dynamics: Dynamics, backend: str = "reference
             variables, or ``"all"``.
         dtype: ``"float32"`` (default) or ``"float64"``.
         progress: show a progress bar over time steps (reference and torch backends).
+
+    Repeated calls are cheap: the JAX backend compiles a graph's program once per structure
+    (nodes, edges, shapes, Dynamics, dtype) and runs later calls, with new parameter values
+    too, on the compiled program (see :func:`nirbridge.backends.jax.compiled_model`).
 
     Returns:
         ``{output name: (T, B, *shape) array}``, plus one entry per recorded node (keyed by
@@ -41,7 +45,5 @@ def simulate(graph: Graph, x: Any, dynamics: Dynamics, backend: str = "reference
     >>> [round(float(v), 4) for v in out[("lif", "v")][:, 0, 0]]
     [0.1, 0.19, 0.0, 0.1]
     """
-    check_graph(graph, "simulate")
-    adapter = get_adapter(backend)
-    prog = build_program(graph, dynamics, adapter.name)
-    return adapter.simulate(prog, x, record=record, dtype=dtype, progress=progress)
+    graph = as_graph(graph, "simulate")
+    return get_backend(backend).simulate(graph, dynamics, x, record=record, dtype=dtype, progress=progress)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .backends import DEFAULT_BACKENDS
 from .compare import Report, compare
 from .dynamics import Dynamics
 from .errors import InputError
@@ -34,7 +35,7 @@ __all__ = ["assert_equivalent", "random_spikes"]
 
 
 def assert_equivalent(graph: Graph, x: Any, dynamics: Dynamics,
-                      backends: Sequence[str] = ("reference", "jax", "torch"), *,
+                      backends: Sequence[str] = DEFAULT_BACKENDS, *,
                       require: bool | Iterable[str] = True, min_backends: int = 2, **kw: Any) -> Report:
     """Raise ``AssertionError`` with the report table unless every backend agrees.
 

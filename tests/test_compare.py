@@ -16,18 +16,19 @@ from cases import NODE_TYPES, node_case, recurrent_case
 
 import nirbridge as nb
 from nirbridge import examples
+from nirbridge.backends.reference import NumpyOps, ReferenceModel, cast_params
 from nirbridge.compare import default_tolerance, spiking_nodes
 from nirbridge.errors import InputError, MissingDependencyError
+from nirbridge.kernels import NoState
 from nirbridge.program import (
     build_program,
     graph_step,
-    init_state,
+    init_carry,
     normalize_inputs,
     parse_record,
     prepare,
     resolve_dtype,
 )
-from nirbridge.reference import NumpyOps, cast_params, run_reference
 from nirbridge.testing import assert_equivalent, random_spikes
 
 
@@ -38,7 +39,8 @@ class PerturbedReference:
     def __init__(self, name, node=None, change=None, compute_dtype=None):
         self.name, self.node, self.change, self.compute_dtype = name, node, change, compute_dtype
 
-    def simulate(self, prog, x, *, record=None, dtype=None, progress=False):
+    def simulate(self, graph, dynamics, x, *, record=None, dtype=None, progress=False):
+        prog = build_program(graph, dynamics, "reference")
         dtype = resolve_dtype(dtype)
         work = resolve_dtype(self.compute_dtype or dtype)
         ops = NumpyOps()
@@ -47,13 +49,13 @@ class PerturbedReference:
         rec_nodes, rec_states = parse_record(prog, record)
         keys = list(dict.fromkeys([*prog.outputs, *rec_nodes]))
         res = {k: [] for k in [*keys, *rec_states]}
-        state = init_state(ops, prog, B, work)
+        state = init_carry(ops, prog, coeffs, B, work)
         for t in range(T):
             state, outs = self._step(ops, prog, coeffs, state, {n: a[t] for n, a in inputs.items()}, t)
             for k in keys:
                 res[k].append(outs[k])
             for n, v in rec_states:
-                res[(n, v)].append(state["nodes"][n][v])
+                res[(n, v)].append(getattr(state["nodes"][n], v))
         return {k: np.stack(v).astype(dtype) for k, v in res.items()}
 
     def _step(self, ops, prog, coeffs, state, inputs_t, t):
@@ -68,17 +70,17 @@ class PerturbedReference:
             for src, rec in s.sources:
                 v = prev[src] if rec else outs[src]
                 x = v if x is None else x + v
-            new, y = prog.kernels[s.name].step(ops, coeffs[s.name], prog.static[s.name], nodes.get(s.name, {}), x)
+            new, y = prog.kernels[s.name].step(ops, coeffs[s.name], nodes.get(s.name, NoState()), x)
             if s.name == self.node:
                 y = self.change(t, y)
-            if new:
+            if s.name in nodes:
                 nodes[s.name] = new
             outs[s.name] = y
         return {"nodes": nodes, "prev": {a: outs[a] for a in prog.recurrent_sources}}, outs
 
 
 def register(name, **kw):
-    nb.register_adapter(name, lambda: PerturbedReference(name, **kw), replace=True)
+    nb.register_backend(name, lambda: PerturbedReference(name, **kw), replace=True)
     return name
 
 
@@ -167,22 +169,22 @@ def test_a_node_state_is_named_before_the_node_output(rec):
     # where the reference does not, so its voltage (reset) and its output both differ; the state
     # is updated first, so the report names it
     g, x, dyn = rec
-    from nirbridge.kernels import KERNELS, Kernel, register_kernel
+    from nirbridge.kernels import KERNELS, register_kernel
 
-    lif = KERNELS["LIF"]
+    def buggy_lif(step, dyn):
+        k = KERNELS["LIF"](step, dyn)
+        return k.replace(step=lambda ops, c, st, x: k.step(ops, c, st._replace(v=st.v + 5.0), x))
 
-    def step(ops, c, s, state, x):
-        return lif.step(ops, c, s, {"v": state["v"] + 5.0}, x)
-
-    register_kernel("LIF", Kernel(lif.static, lif.prepare, lif.init, step), backend="lifbug", replace=True)
+    register_kernel("LIF", buggy_lif, backend="lifbug", replace=True)
 
     class LifBug:
         name = "lifbug"
 
-        def simulate(self, prog, x, **kw):
-            return run_reference(prog, x, **kw)
+        def simulate(self, graph, dynamics, x, *, record=None, dtype=None, progress=False):
+            model = ReferenceModel(None, program=build_program(graph, dynamics, "lifbug"), dtype=dtype)
+            return model.run(x, record=record)[0]
 
-    nb.register_adapter("lifbug", LifBug, replace=True)
+    nb.register_backend("lifbug", LifBug, replace=True)
     r = nb.compare(g, x, dyn, backends=("reference", "lifbug"))
     c = r.comparisons["lifbug"]
     assert c.entry(("lif", "v")).first_step == 0 and c.entry("lif").first_step == 0
@@ -249,7 +251,7 @@ def test_tolerance_rule_is_atol_plus_rtol_times_baseline(rec):
     assert nb.compare(g, x, dyn, backends=("reference", "small")).ok  # 4e-6 < atol 1e-5
     assert not nb.compare(g, x, dyn, backends=("reference", "small"), atol=1e-6, rtol=0).ok
     # fc_out values are O(1): rtol 1e-2 covers 4e-6 wherever |y| >= 4e-4
-    y = np.abs(run_reference(build_program(g, dyn, "reference"), x, record=["fc_out"], dtype="float32")["fc_out"])
+    y = np.abs(nb.simulate(g, x, dyn, record=["fc_out"], dtype="float32")["fc_out"])
     r = nb.compare(g, x, dyn, backends=("reference", "small"), atol=0, rtol=1e-2)
     assert r.ok == bool(np.all(4e-6 <= 1e-2 * y + 1e-9))
 
@@ -268,7 +270,7 @@ def test_missing_backend_is_reported_unless_required(rec):
     def missing():
         raise MissingDependencyError("this needs 'fakeframework'. Fix: pip install fakeframework")
 
-    nb.register_adapter("absent", missing, replace=True)
+    nb.register_backend("absent", missing, replace=True)
     register("copy")
     r = nb.compare(g, x, dyn, backends=("reference", "absent", "copy"))
     assert r.ok and r.ran == ["reference", "copy"] and "fakeframework" in r.unavailable["absent"]
@@ -293,20 +295,20 @@ def test_failing_and_malformed_backends_make_the_report_fail(rec):
     class Broken:
         name = "broken"
 
-        def simulate(self, prog, x, **kw):
+        def simulate(self, graph, dynamics, x, **kw):
             raise RuntimeError("kaput")
 
     class Short:
         name = "short"
 
-        def simulate(self, prog, x, **kw):
-            out = run_reference(prog, x, **kw)
+        def simulate(self, graph, dynamics, x, **kw):
+            out = nb.simulate(graph, x, dynamics, record=kw["record"], dtype=kw["dtype"])
             out["fc_in"] = out["fc_in"][:-1]
             del out["rec"]
             return out
 
-    nb.register_adapter("broken", Broken, replace=True)
-    nb.register_adapter("short", Short, replace=True)
+    nb.register_backend("broken", Broken, replace=True)
+    nb.register_backend("short", Short, replace=True)
     r = nb.compare(g, x, dyn, backends=("reference", "broken", "short"))
     assert not r.ok and r.failed == {"broken": "RuntimeError: kaput"}
     c = r.comparisons["short"]
@@ -330,7 +332,9 @@ def test_bad_arguments(rec):
     with pytest.raises(InputError, match="expected"):
         nb.compare(g, x[:, :, :2], dyn, backends=("reference",))
     with pytest.raises(nb.NirBridgeError, match="Graph"):
-        nb.compare("net.nir", x, dyn, backends=("reference",))
+        nb.compare(42, x, dyn, backends=("reference",))
+    with pytest.raises(nb.NirBridgeError, match="not a file"):
+        nb.compare("no-such-net.nir", x, dyn, backends=("reference",))
 
 
 def test_reference_is_the_baseline_wherever_it_is_listed(rec):

@@ -16,7 +16,8 @@ from cases import NODE_TYPES, node_case, recurrent_case  # noqa: E402
 
 import nirbridge as nb  # noqa: E402
 from nirbridge import examples  # noqa: E402
-from nirbridge.adapters.torch import from_torch, to_torch  # noqa: E402
+from nirbridge.backends.torch import to_torch  # noqa: E402
+from nirbridge.backends.torch_fx import from_torch  # noqa: E402
 from nirbridge.errors import ShapeError, UnsupportedError  # noqa: E402
 
 nn = torch.nn

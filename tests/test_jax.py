@@ -27,9 +27,8 @@ from cases import NODE_TYPES, SPIKING, node_case, recurrent_case
 import nirbridge as nb
 import nirbridge.examples as examples
 import nirbridge.presets
-from nirbridge.adapters.jax import HOIST_AUTO_MAX_BATCH, JaxOps, spike
+from nirbridge.backends.jax import HOIST_AUTO_MAX_BATCH, JaxOps, spike
 from nirbridge.errors import InputError, ParameterError
-from nirbridge.program import build_program
 
 TOL = {"float32": 1e-5, "float64": 1e-10}
 DTYPES = ("float32", "float64")
@@ -49,6 +48,13 @@ def assert_matches(graph, got, ref, dtype):
             np.testing.assert_allclose(have, want, rtol=0, atol=TOL[dtype] * scale, err_msg=str(key))
 
 
+# the Dynamics settings each node type's kernel reads (the others give it the same program)
+READS = {"LI": ("method",), "LIF": ("method", "reset", "threshold"), "I": (), "IF": ("reset", "threshold"),
+         "CubaLI": ("method", "synapse"), "CubaLIF": ("method", "synapse", "reset", "threshold"),
+         "Threshold": ("threshold",)}
+READS = {nt: READS.get(nt, ()) for nt in NODE_TYPES}
+
+
 def _dynamics_cases():
     """Every node type x {euler, exact} x {zero, subtract} (x both synapse orders for Cuba nodes, x both
     spike tests for spiking ones). Combinations that give the node the same static configuration
@@ -62,7 +68,7 @@ def _dynamics_cases():
         for method, reset, syn, thr in itertools.product(("euler", "exact"), ("zero", "subtract"), synapses,
                                                          thresholds):
             dyn = nb.Dynamics(dt=dt, method=method, reset=reset, synapse=syn, threshold=thr)
-            static = repr(sorted(build_program(g, dyn, "jax").static["node"].items()))
+            static = tuple(getattr(dyn, f) for f in READS[nt])
             if static not in seen:
                 seen.add(static)
                 yield pytest.param(nt, dyn, id=f"{nt}-{method}-{reset}-{syn}-{thr}")
@@ -300,7 +306,21 @@ def test_bad_params_and_inputs_name_the_node():
     with pytest.raises(ParameterError, match="'node'.*'w'"):
         nb.from_jax(model, {"node": {"w": np.ones(6, np.float32)}})
     with pytest.raises(nb.errors.GraphError, match="Graph"):
-        nb.to_jax(g.to_nir(), nb.Dynamics(dt=dt))
+        nb.to_jax(42, nb.Dynamics(dt=dt))
+
+
+def test_every_to_function_takes_a_graph_a_nir_graph_or_a_path(tmp_path):
+    g, x, dt = node_case("LIF")
+    dyn = nb.Dynamics(dt=dt)
+    nb.save(g, tmp_path / "g.nir")
+    want = nb.simulate(g, x, dyn)["output"]
+    for src in (g, g.to_nir(), tmp_path / "g.nir", str(tmp_path / "g.nir")):
+        model = nb.to_jax(src, dyn)
+        np.testing.assert_array_equal(np.asarray(model.run(model.params, x)[0]["output"]), want)
+        np.testing.assert_array_equal(nb.simulate(src, x, dyn, backend="jax")["output"], want)
+        module = nb.to_torch(src, dyn)
+        np.testing.assert_array_equal(module(x).detach().numpy(), want)
+        assert nb.from_torch(module).equals(g) and nb.from_jax(model).equals(g)
 
 
 def test_from_jax_writes_back_changed_params_in_the_original_dtype():

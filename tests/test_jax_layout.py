@@ -19,7 +19,7 @@ from test_jax import assert_matches
 import nirbridge as nb
 import nirbridge.examples as examples
 import nirbridge.presets
-from nirbridge.adapters.jax import channels_last_nodes
+from nirbridge.backends.jax import channels_last_nodes
 from nirbridge.errors import InputError
 
 DT = 1e-3

@@ -30,7 +30,7 @@ PUBLIC = {
     "from_torch",
     "load",
     "presets",
-    "register_adapter",
+    "register_backend",
     "register_kernel",
     "register_node",
     "save",
@@ -55,6 +55,7 @@ ERRORS = {  # error class -> the builtin it also is
     "DynamicsError": ValueError,
     "InputError": ValueError,
     "MissingDependencyError": ImportError,
+    "NotFoundError": KeyError,
 }
 
 
@@ -73,13 +74,13 @@ def test_eager_names_resolve_without_a_framework():
 
 
 def test_lazy_names_resolve_on_first_use():
-    # each lazy name is the object of that name in its adapter module (imports the framework)
+    # each lazy name is the object of that name in its backend module (imports the framework)
     code = textwrap.dedent(f"""
         import importlib, nirbridge as nb
         for name in {sorted(LAZY)!r}:
             obj = getattr(nb, name)
             assert callable(obj), name
-            assert obj.__module__.startswith("nirbridge.adapters."), (name, obj.__module__)
+            assert obj.__module__.startswith("nirbridge.backends."), (name, obj.__module__)
         print("ok")
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

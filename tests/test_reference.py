@@ -17,7 +17,7 @@ import pytest
 
 import nirbridge as nb
 from nirbridge import examples
-from nirbridge.reference import NumpyOps
+from nirbridge.backends.reference import NumpyOps
 
 DATA = Path(__file__).parent / "data"
 RTOL, ATOL = 1e-12, 1e-12

@@ -297,7 +297,11 @@ def test_unsupported_dtype(dtype):
 
 def test_not_a_graph_or_unknown_backend():
     with pytest.raises(GraphError, match=r"takes a nirbridge\.Graph.*nb\.load"):
-        nb.simulate(_lif_graph().to_nir(), np.zeros((4, 1, 3)), nb.Dynamics(DT))
+        nb.simulate([_lif_graph()], np.zeros((4, 1, 3)), nb.Dynamics(DT))
+    # a nir.NIRGraph (and a path) are read as Graphs
+    x = np.ones((4, 1, 3))
+    want = nb.simulate(_lif_graph(), x, nb.Dynamics(DT))["output"]
+    np.testing.assert_array_equal(nb.simulate(_lif_graph().to_nir(), x, nb.Dynamics(DT))["output"], want)
     with pytest.raises(NirBridgeError, match=r"unknown backend 'numpy'.*reference"):
         nb.simulate(_lif_graph(), np.zeros((4, 1, 3)), nb.Dynamics(DT), backend="numpy")
 

@@ -29,7 +29,7 @@ from cases import NODE_TYPES, SPIKING, node_case, recurrent_case  # noqa: E402
 
 import nirbridge as nb  # noqa: E402
 from nirbridge import examples, kernels  # noqa: E402
-from nirbridge.adapters.torch import TorchOps, to_torch  # noqa: E402
+from nirbridge.backends.torch import TorchOps, to_torch  # noqa: E402
 from nirbridge.errors import InputError  # noqa: E402
 
 TOL = {"float32": 1e-5, "float64": 1e-10}
@@ -153,8 +153,8 @@ def test_forward_step_and_hoist_agree(rng):
         y_plain = m(xt)
         state, ys = None, []
         for t in range(x.shape[0]):
-            y_t, state = m.step(xt[t], state)
-            ys.append(y_t)
+            state, y_t = m.step(state, xt[t])
+            ys.append(y_t["output"])
     ref = nb.simulate(g, x, dyn, dtype="float64")["output"]
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(y_plain.numpy(), ref, rtol=1e-10, atol=1e-10)
@@ -209,7 +209,8 @@ def test_meta_device(rng):
     state = m.init_state(2)
     assert state["nodes"]["lif"]["v"].device.type == "meta"
     assert state["prev"] and all(t.device.type == "meta" for t in state["prev"].values())  # recurrent edges
-    y_t, _ = m.step(torch.zeros(2, 4, device="meta"), state)
+    _, y_t = m.step(state, torch.zeros(2, 4, device="meta"))
+    y_t = y_t["output"]
     assert y_t.shape == (2, 2)
 
 
@@ -289,13 +290,13 @@ def test_compiled_chunks_match_the_reference():
 
 def test_custom_kernel_for_torch_only(monkeypatch):
     """register_kernel(..., backend="torch") changes torch modules only, not the reference."""
-    monkeypatch.setitem(kernels._OVERRIDES, "torch", {})  # restored after the test
+    monkeypatch.setitem(kernels.OVERRIDES, "torch", {})  # restored after the test
     shared = kernels.KERNELS["Scale"]
 
-    def step(ops, c, s, state, x):  # a deliberately different rule: y = scale * x + 1
-        return state, x * c["scale"] + 1
+    def factory(step, dyn):  # a deliberately different rule: y = scale * x + 1
+        return shared(step, dyn).replace(step=lambda ops, c, state, x: (state, x * c.scale + 1))
 
-    nb.register_kernel("Scale", kernels.Kernel(shared.static, shared.prepare, shared.init, step), backend="torch")
+    nb.register_kernel("Scale", factory, backend="torch")
     g, x, dt = node_case("Scale")
     dyn = nb.Dynamics(dt=dt)
     ref = nb.simulate(g, x, dyn, dtype="float64")["output"]
@@ -335,7 +336,7 @@ def test_bad_input_names_the_fix():
     with pytest.raises(InputError, match="time-major"):
         m(torch.zeros(3, 4))
     with pytest.raises(InputError, match="Fix"):
-        m.step(torch.zeros(2, 5))
+        m.step(None, torch.zeros(2, 5))
 
 
 def test_adapter_progress_and_numpy_out(capsys):

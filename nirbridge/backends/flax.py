@@ -1,7 +1,7 @@
 """Flax (``nnx``) shell over the JAX backend: a graph as an ``nnx.Module`` with trainable ``nnx.Param``.
 
 The module holds one ``nnx.Param`` per NIR floating-point parameter and runs the compiled program
-of :mod:`nirbridge.adapters.jax` (one ``lax.scan`` over time); it has no kernel code of its own.
+of :mod:`nirbridge.backends.jax` (one ``lax.scan`` over time); it has no kernel code of its own.
 Spikes train through a surrogate derivative, by default ``"fast_sigmoid"`` with slope 25
 (``1 / (1 + 25 |v - v_threshold|)^2``); ``Dynamics(surrogate=..., surrogate_slope=...)`` chooses.
 
@@ -29,6 +29,13 @@ from .jax import JaxModel, from_jax, to_jax
 __all__ = ["FlaxSNN", "to_flax", "from_flax"]
 
 
+class _Static:
+    """Holds the compiled JaxModel as a static (non-pytree) attribute of the nnx module."""
+
+    def __init__(self, model: JaxModel):
+        self.model = model
+
+
 class FlaxSNN(nnx.Module):
     """A NIR graph as an ``nnx.Module``: ``params[node][field]`` are ``nnx.Param``.
 
@@ -38,13 +45,26 @@ class FlaxSNN(nnx.Module):
     """
 
     def __init__(self, model: JaxModel):
-        self.model = model  # static: the compiled program and the original graph
+        self._static = _Static(model)
         self.params = nnx.data({node: {f: nnx.Param(v) for f, v in fields.items()}
                                 for node, fields in model.params.items()})
+
+    @property
+    def model(self) -> JaxModel:
+        """The compiled :class:`~nirbridge.backends.jax.JaxModel` the module runs."""
+        return self._static.model
 
     def param_values(self) -> dict:
         """The parameters as a plain pytree ``{node: {field: array}}`` (what ``JaxModel.run`` takes)."""
         return {node: {f: p[...] for f, p in fields.items()} for node, fields in self.params.items()}
+
+    def init_state(self, batch: int) -> dict:
+        """The state at step 0 (see :meth:`JaxModel.init_state`)."""
+        return self.model.init_state(batch, self.param_values())
+
+    def step(self, state: Any, x_t: Any):
+        """``(state, outputs_t)`` of one time step; see :meth:`JaxModel.step`."""
+        return self.model.step(self.param_values(), state, x_t)
 
     def run(self, x: Any, state: Any = None, record: Any = None):
         """``(outputs, final state)`` of a sequence; see :meth:`JaxModel.run`."""
@@ -54,15 +74,15 @@ class FlaxSNN(nnx.Module):
         return self.run(x, state, record)[0]
 
 
-def to_flax(graph: Graph, dynamics, **kw: Any) -> FlaxSNN:
-    """``graph`` with ``dynamics`` as an ``nnx.Module``; ``kw`` as for :func:`~nirbridge.adapters.jax.to_jax`
-    (``dtype``, ``hoist``, ``checkpoint``). The surrogate gradient defaults to fast_sigmoid, slope 25."""
+def to_flax(graph: Any, dynamics, **kw: Any) -> FlaxSNN:
+    """``graph`` with ``dynamics`` as an ``nnx.Module``; ``kw`` as for :func:`~nirbridge.backends.jax.to_jax`
+    (``dtype``, ``hoist``, ``checkpoint``, ...). The surrogate gradient defaults to fast_sigmoid, slope 25."""
     return FlaxSNN(to_jax(graph, dynamics, **kw))
 
 
 def from_flax(module: FlaxSNN) -> Graph:
     """The module's graph with its (possibly trained) parameters written back, bit-exact for
-    untouched ones (see :func:`~nirbridge.adapters.jax.from_jax`)."""
+    untouched ones (see :func:`~nirbridge.backends.jax.from_jax`)."""
     if not isinstance(module, FlaxSNN):
         raise InputError(f"from_flax() takes a module made by to_flax, got {type(module).__name__}. "
                          "Fix: pass the FlaxSNN that nb.to_flax returned")

@@ -1,7 +1,7 @@
 """Equinox shell over the JAX backend: a graph as an ``eqx.Module`` whose params are its leaves.
 
 The module's only array leaves are the NIR floating-point parameters (``module.params``, a dict
-``{node: {field: array}}``); the compiled program of :mod:`nirbridge.adapters.jax` is a static
+``{node: {field: array}}``); the compiled program of :mod:`nirbridge.backends.jax` is a static
 field, so ``eqx.filter_grad`` / ``eqx.filter_jit`` and optax work on the module directly. Spikes
 train through a surrogate derivative, by default ``"fast_sigmoid"`` with slope 25
 (``1 / (1 + 25 |v - v_threshold|)^2``); ``Dynamics(surrogate=..., surrogate_slope=...)`` chooses.
@@ -39,7 +39,20 @@ class EquinoxSNN(eqx.Module):
     """
 
     params: dict
-    model: JaxModel = eqx.field(static=True)
+    static: Any = eqx.field(static=True)  # the compiled model's static part (no arrays)
+
+    @property
+    def model(self) -> JaxModel:
+        """The compiled :class:`~nirbridge.backends.jax.JaxModel` with this module's params."""
+        return JaxModel._from_meta(self.static, self.params)
+
+    def init_state(self, batch: int) -> dict:
+        """The state at step 0 (see :meth:`JaxModel.init_state`)."""
+        return self.model.init_state(batch, self.params)
+
+    def step(self, state: Any, x_t: Any):
+        """``(state, outputs_t)`` of one time step; see :meth:`JaxModel.step`."""
+        return self.model.step(self.params, state, x_t)
 
     def run(self, x: Any, state: Any = None, record: Any = None):
         """``(outputs, final state)`` of a sequence; see :meth:`JaxModel.run`."""
@@ -49,16 +62,16 @@ class EquinoxSNN(eqx.Module):
         return self.run(x, state, record)[0]
 
 
-def to_equinox(graph: Graph, dynamics, **kw: Any) -> EquinoxSNN:
-    """``graph`` with ``dynamics`` as an ``eqx.Module``; ``kw`` as for :func:`~nirbridge.adapters.jax.to_jax`
-    (``dtype``, ``hoist``, ``checkpoint``). The surrogate gradient defaults to fast_sigmoid, slope 25."""
+def to_equinox(graph: Any, dynamics, **kw: Any) -> EquinoxSNN:
+    """``graph`` with ``dynamics`` as an ``eqx.Module``; ``kw`` as for :func:`~nirbridge.backends.jax.to_jax`
+    (``dtype``, ``hoist``, ``checkpoint``, ...). The surrogate gradient defaults to fast_sigmoid, slope 25."""
     model = to_jax(graph, dynamics, **kw)
-    return EquinoxSNN({node: dict(fields) for node, fields in model.params.items()}, model)
+    return EquinoxSNN({node: dict(fields) for node, fields in model.params.items()}, model._meta)
 
 
 def from_equinox(module: EquinoxSNN) -> Graph:
     """The module's graph with its (possibly trained) parameters written back, bit-exact for
-    untouched ones (see :func:`~nirbridge.adapters.jax.from_jax`)."""
+    untouched ones (see :func:`~nirbridge.backends.jax.from_jax`)."""
     if not isinstance(module, EquinoxSNN):
         raise InputError(f"from_equinox() takes a module made by to_equinox, got {type(module).__name__}. "
                          "Fix: pass the EquinoxSNN that nb.to_equinox returned (or its trained copy)")

@@ -1,1 +1,0 @@
-"""Backends: the one Adapter interface (``base``) and its implementations (reference, jax, torch)."""

@@ -1,0 +1,694 @@
+r"""The JAX backend: a graph as a pure, jit-compiled ``lax.scan`` over time.
+
+:func:`to_jax` turns a graph and its :class:`~nirbridge.dynamics.Dynamics` into a :class:`JaxModel`:
+a params pytree ``{flat node name: {field: array}}`` holding every trainable NIR floating-point
+parameter, and pure functions over it (the model's protocol, parameters first):
+
+* ``model.init_state(batch)``: the state at step 0;
+* ``model.step(params, state, x_t) -> (state, outputs_t)``: one time step of the whole graph;
+* ``model.run(params, x, state=None, record=None) -> (outputs, state)``: the whole sequence, one
+  ``lax.scan`` over time inside one ``jax.jit``, compiled once per input shape and dtype, record
+  set and whether a state is given. The initial state, the casts of parameters and inputs to the
+  compute dtype (a bool spike input stays bool until then) and every parameter check happen inside
+  the compiled program or at trace time: a call costs what the compiled program costs.
+
+``step`` and ``init_state`` are compiled too. All are ``jax.jit``-, ``jax.grad``- and
+``jax.vmap``-able, and the model itself is a pytree whose leaves are its params
+(``model(x)`` runs ``model.run(model.params, x)[0]``). The node updates are the shared kernels of
+:mod:`nirbridge.kernels` (the equations are in :mod:`nirbridge.dynamics`); this module provides
+their array operations (:class:`JaxOps`), its way to iterate (``lax.scan``) and two passes over
+the program: hoisting and channels-last regions.
+
+Gradients: a spike ``z = [v > v_threshold]`` (``>=`` with ``Dynamics(threshold=">=")``) keeps its
+exact 0/1 forward value, and its derivative is replaced by the surrogate of
+:func:`nirbridge.kernels.surrogate_derivative` chosen by ``Dynamics.surrogate`` (default
+``"fast_sigmoid"``, slope 25: ``1 / (1 + 25 |v - v_threshold|)^2``). The derivative with respect
+to the threshold is minus the one with respect to ``v``.
+
+Hoisting: a stateless node fed only by the graph's inputs (``Program.hoistable``, e.g. the first
+Affine or Conv) can run on all ``T*B`` rows at once before the scan, as one large product, instead
+of ``T`` small ones inside it; see :data:`HOIST_AUTO_TYPES` for the rule of ``hoist="auto"``.
+
+Channels-last regions: XLA:CPU runs an NCHW convolution inside a loop body (the scan) about 15x
+slower than a channels-last one (jax-ml/jax#12868). So ``run`` keeps the images of a convolutional
+region as ``(B, H, W, C)`` for the whole scan: inputs, states and the region's coefficients are
+moved once per run, outside the scan, by the rule of each kernel's declared layout class
+(:data:`nirbridge.kernels.LAYOUTS`); the only transposes left inside the scan are where a region
+ends. :func:`channels_last_nodes` picks the regions; ``layout="NCHW"`` turns it off. Every public
+value keeps NIR's ``(C, H, W)`` layout. ``step`` always runs the plain NCHW program.
+
+Repeated :func:`nirbridge.simulate` calls reuse compiled models: :func:`compiled_model` keeps up
+to :data:`CACHE_SIZE` of them, keyed by what the compiled program depends on (the graph's
+structure, the Dynamics, dtype and options; parameter values are arguments).
+
+>>> import nir, numpy as np, nirbridge as nb
+>>> g = nb.Graph.from_nir(nir.NIRGraph.from_list(
+...     nir.LIF(tau=np.array([1e-3]), r=np.array([1.0]), v_leak=np.array([0.0]),
+...             v_threshold=np.array([0.25]), v_reset=np.array([0.0]))))
+>>> model = nb.to_jax(g, nb.Dynamics(dt=1e-4))
+>>> out, state = model.run(model.params, np.ones((4, 1, 1), np.float32), record=[("lif", "v")])
+>>> np.asarray(out["output"])[:, 0, 0].tolist()
+[0.0, 0.0, 1.0, 0.0]
+>>> nb.from_jax(model, model.params).equals(g)
+True
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..errors import InputError, ParameterError, node_error
+from ..graph import Graph
+from ..io import as_graph
+from ..kernels import NamespaceOps, surrogate_derivative
+from ..program import (
+    Program,
+    build_program,
+    export_state,
+    float_params,
+    graph_step,
+    import_state,
+    init_carry,
+    normalize_inputs,
+    parse_record,
+    prepare,
+    resolve_dtype,
+    run_loop,
+    structure_key,
+    write_back,
+)
+
+__all__ = ["CACHE_SIZE", "HOIST_AUTO_MAX_BATCH", "HOIST_AUTO_TYPES", "JaxBackend", "JaxModel", "JaxOps",
+           "JaxOpsNHWC", "Outputs", "channels_last_nodes", "clear_cache", "compiled_model", "from_jax", "spike",
+           "to_jax"]
+
+#: ``hoist="auto"``: hoist dense products (these node types, and the stateless nodes feeding them)
+#: when the batch has at most :data:`HOIST_AUTO_MAX_BATCH` rows; otherwise keep every node in the
+#: scan. Measured on a 2-core CPU shared with other jobs (jax 0.10.2, float32, the whole jitted
+#: ``run`` after warm-up, fastest of 7, hoisted vs in the scan):
+#: 700->256 LIF->20 LI, T=500 (first Affine): B=1 0.005 vs 0.045 s, B=4 0.009 vs 0.027 s,
+#: B=16 0.038 vs 0.053 s, B=32 0.068 vs 0.085 s, B=64 0.174 vs 0.148 s, B=256 0.72 vs 0.54 s.
+#: Braille, T=256 (Affine 12->38): B=1 0.0012 vs 0.0012 s, B=32 0.0043 vs 0.0037 s, B=256 0.0136
+#: vs 0.0118 s. CNN ``cnn_sinabs.nir``, T=100 (first Conv2d): B=1 0.013 vs 0.014 s, B=8 0.089 vs
+#: 0.064 s, B=32 0.34 vs 0.27 s. Convolutions never gained, so they stay in the scan.
+HOIST_AUTO_TYPES = frozenset({"Affine", "Linear"})
+HOIST_AUTO_MAX_BATCH = 32
+
+#: How many compiled models :func:`compiled_model` (and so :func:`nirbridge.simulate`) keeps, least
+#: recently used first out. Each holds its jitted functions (one compiled program per input shape
+#: and record set), a few MB of compiled code.
+CACHE_SIZE = 32
+
+
+# ---------------------------------------------------------------------------- spikes
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def spike(v, threshold, inclusive: bool = False, surrogate: str = "fast_sigmoid", slope: float = 25.0):
+    """``(v > threshold)`` (``>=`` if ``inclusive``) as 0/1 in v's dtype, with a surrogate derivative
+    (:func:`nirbridge.kernels.surrogate_derivative`; the one w.r.t. ``threshold`` is its negative).
+
+    >>> import jax, jax.numpy as jnp
+    >>> float(spike(jnp.float32(0.3), jnp.float32(0.2)))
+    1.0
+    >>> round(float(jax.grad(spike)(jnp.float32(0.2), jnp.float32(0.2))), 4)
+    1.0
+    """
+    z = v >= threshold if inclusive else v > threshold
+    return z.astype(v.dtype)
+
+
+@spike.defjvp
+def _spike_jvp(inclusive, surrogate, slope, primals, tangents):
+    v, threshold = primals
+    dv, dthr = tangents
+    z = spike(v, threshold, inclusive, surrogate, slope)
+    return z, surrogate_derivative(surrogate, v - threshold, slope, jnp) * (dv - dthr)
+
+
+# ---------------------------------------------------------------------------- array operations
+class JaxOps(NamespaceOps):
+    """The kernels' array operations in ``jax.numpy`` / ``lax`` (PyTorch layouts NC[H[W]], OI[H[W]])."""
+
+    xp = jnp
+    name = "jax"
+
+    def const(self, value, like):
+        return jnp.asarray(value, dtype=like.dtype)
+
+    def zeros(self, shape, dtype):
+        return jnp.zeros(shape, dtype=dtype)
+
+    def spike(self, v, threshold, inclusive, surrogate, slope):
+        return spike(v, threshold, inclusive, surrogate, slope)
+
+    def affine(self, x, w, b):
+        if x.ndim > 2:  # one 2-D matmul: XLA picks a much slower kernel for the 3-D einsum on CPU
+            y = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
+        else:
+            y = x @ w.T
+        return y if b is None else y + b
+
+    def conv(self, x, w, b, geom, nd):
+        # channels-last inside: XLA:CPU runs an NCHW convolution inside a loop body (our scan) about
+        # 15x slower than a channels-last one (jax-ml/jax#12868); the transposes cost far less
+        last = (0,) + tuple(range(2, nd + 2)) + (1,)  # N C S... -> N S... C
+        y = lax.conv_general_dilated(
+            jnp.transpose(x, last), jnp.transpose(w, tuple(range(2, nd + 2)) + (1, 0)),
+            window_strides=tuple(geom["stride"]), padding=[tuple(p) for p in geom["padding"]],
+            rhs_dilation=tuple(geom["dilation"]), feature_group_count=geom["groups"],
+            dimension_numbers=("NWC", "WIO", "NWC") if nd == 1 else ("NHWC", "HWIO", "NHWC"),
+        )
+        y = jnp.transpose(y, (0, nd + 1) + tuple(range(1, nd + 1)))
+        return y if b is None else y + b.reshape((1, -1) + (1,) * nd)
+
+    def pool(self, x, geom, average):
+        (ph, pw), (kh, kw), (sh, sw) = geom["padding"], geom["kernel"], geom["stride"]
+        # the init value must be a concrete 0 (a NumPy one): a traced jnp.zeros inside jit makes this
+        # a generic reduce_window, which JAX cannot differentiate (a window sum it can)
+        y = lax.reduce_window(x, np.zeros((), x.dtype), lax.add, (1, 1, kh, kw), (1, 1, sh, sw),
+                              ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        if average:  # PyTorch's default count_include_pad=True: divide by the kernel area
+            y = y / jnp.asarray(kh * kw, dtype=x.dtype)
+        return y
+
+    def concat1(self, a, b):
+        return jnp.concatenate([a, b], axis=1)
+
+
+class JaxOpsNHWC(JaxOps):
+    """:class:`JaxOps` for images kept channels-last: ``conv`` and ``pool`` take ``x`` as (N, H, W, C)
+    and return (N, H', W', C'); ``conv``'s weight is HWIO (``OIHW.transpose(2, 3, 1, 0)``, moved
+    once per run) and its bias (O,). Only 2-D images: Conv1d never runs channels-last."""
+
+    name = "jax-nhwc"
+
+    def conv(self, x, w, b, geom, nd):
+        y = lax.conv_general_dilated(
+            x, w, window_strides=tuple(geom["stride"]), padding=[tuple(p) for p in geom["padding"]],
+            rhs_dilation=tuple(geom["dilation"]), feature_group_count=geom["groups"],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return y if b is None else y + b
+
+    def pool(self, x, geom, average):
+        (ph, pw), (kh, kw), (sh, sw) = geom["padding"], geom["kernel"], geom["stride"]
+        y = lax.reduce_window(x, np.zeros((), x.dtype), lax.add, (1, kh, kw, 1), (1, sh, sw, 1),  # concrete 0
+                              ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        if average:  # PyTorch's default count_include_pad=True: divide by the kernel area
+            y = y / jnp.asarray(kh * kw, dtype=x.dtype)
+        return y
+
+
+OPS = JaxOps()
+OPS_NHWC = JaxOpsNHWC()
+
+
+# ---------------------------------------------------------------------------- channels-last regions
+def channels_last_nodes(prog: Program) -> tuple[frozenset, str]:
+    """The nodes :meth:`JaxModel.run` keeps channels-last, and why (a sentence).
+
+    The rule, per graph:
+
+    1. *Candidates*: nodes whose kernel declares the layout class ``"element"``, ``"conv"`` (2-D)
+       or ``"pool"`` (:data:`nirbridge.kernels.LAYOUTS`), whose input and output are (C, H, W)
+       images, and (element) whose float parameters all have the node's shape or are scalars.
+       Input, Output and nested-graph identity nodes are element-wise too.
+    2. *Regions*: the groups of candidates connected through forward edges. A region with a Conv2d
+       runs channels-last; one without (pools and neurons only) gains nothing and stays NCHW.
+    3. *Fallback*: the whole graph runs NCHW (the plain program) when a region
+       (a) has an edge carrying the previous step's output into or out of it (a recurrent edge, or
+       a delayed edge of ``Dynamics(output_delay=1)``),
+       (b) has a node fed from outside it (e.g. a Delay between two convolutions), or
+       (c) feeds a node that also sums sources from outside it (fan-in mixing the layouts).
+
+    A region ends where its values flow into a node outside it (a Flatten, a Delay, ...): that
+    node's input is transposed back to (C, H, W) in each step.
+
+    >>> import nirbridge as nb
+    >>> from nirbridge.program import build_program
+    >>> g = nb.load(nb.examples.path("cnn_sinabs"))
+    >>> last, why = channels_last_nodes(build_program(g, nb.Dynamics(dt=1.0), "jax"))
+    >>> sorted(last)
+    ['0', '1', '2', '3', '4', '5', '6', '7', 'input']
+    """
+    steps = prog.steps
+    consumers: dict[str, list[str]] = {s.name: [] for s in steps}
+    for s in steps:
+        for src, _ in s.sources:
+            consumers[src].append(s.name)
+
+    def image(shape) -> bool:
+        return len(tuple(shape)) == 3
+
+    def candidate(s) -> bool:
+        layout = prog.kernels[s.name].layout
+        if layout == "none" or not (image(s.input_shape) and image(s.output_shape)):
+            return False
+        if layout == "element":
+            return all(a.shape in ((), tuple(s.output_shape)) for a in float_params(s).values())
+        return True
+
+    cand = {s.name for s in steps if candidate(s)}
+    # regions: connected components of the candidates through forward edges (either direction)
+    region: dict[str, int] = {}
+    for start in (s.name for s in steps if s.name in cand):
+        if start in region:
+            continue
+        region[start], todo = len(region), [start]
+        rid = region[start]
+        while todo:
+            n = todo.pop()
+            links = [src for src, back in prog.feeds[n] if not back] + [
+                c for c in consumers[n] if not dict(prog.feeds[c])[n]]
+            for m in links:
+                if m in cand and m not in region:
+                    region[m] = rid
+                    todo.append(m)
+    with_conv = {region[s.name] for s in steps if s.name in cand and prog.kernels[s.name].layout == "conv"}
+    last = frozenset(n for n, r in region.items() if r in with_conv)
+    if not last:
+        return last, "NCHW: no Conv2d on (C, H, W) images"
+    for s in steps:
+        feeds = prog.feeds[s.name]
+        for src, back in feeds:
+            if back and (src in last or s.name in last):
+                return frozenset(), (f"NCHW: the edge {src!r} -> {s.name!r} carries the previous step's output "
+                                     "into or out of a channels-last region")
+        inside = [src in last for src, _ in feeds]
+        if s.name in last and not all(inside):
+            return frozenset(), f"NCHW: {s.name!r} is in a channels-last region but is fed from outside it"
+        if s.name not in last and any(inside) and not all(inside):
+            return frozenset(), f"NCHW: {s.name!r} sums sources from inside and outside a channels-last region"
+    return last, "channels-last: " + ", ".join(sorted(last))
+
+
+def _to_last(a):
+    """(..., C, H, W) -> (..., H, W, C)."""
+    return jnp.moveaxis(a, -3, -1)
+
+
+def _to_first(a):
+    """(..., H, W, C) -> (..., C, H, W)."""
+    return jnp.moveaxis(a, -1, -3)
+
+
+def _coeffs_to_last(layout: str, c):
+    """Prepared coefficients moved to the channels-last layout, by the kernel's layout class."""
+    if layout == "conv":  # weight OIHW -> HWIO; the bias (O,) broadcasts on the last axis already
+        return type(c)(jnp.transpose(c.weight, (2, 3, 1, 0)), c.bias)
+    if layout == "element":  # (C, H, W) coefficients -> (H, W, C); scalars stay
+        return jax.tree.map(lambda a: _to_last(a) if jnp.ndim(a) == 3 else a, c)
+    return c
+
+
+def _layout_program(prog: Program, last: frozenset) -> Program:
+    """``prog`` with the steps of the channels-last nodes run by :class:`JaxOpsNHWC`, and a node
+    outside the regions that reads from one given its input moved back to (C, H, W) (all its sources
+    are inside the region, :func:`channels_last_nodes` checks). Input and Output roles keep their
+    step (graph_step copies inputs; an Output is an identity)."""
+    kernels = dict(prog.kernels)
+    for s in prog.steps:
+        k = prog.kernels[s.name]
+        if s.name in last and s.role == "compute":
+            kernels[s.name] = k.replace(step=lambda ops, c, st, x, k=k: k.step(OPS_NHWC, c, st, x))
+        elif s.name not in last and s.role != "input" and any(src in last for src, _ in s.sources):
+            kernels[s.name] = k.replace(step=lambda ops, c, st, x, k=k: k.step(ops, c, st, _to_first(x)))
+    return dataclasses.replace(prog, kernels=kernels)
+
+
+# ---------------------------------------------------------------------------- outputs pytree
+class Outputs(dict):
+    """The dict ``run`` returns: output names, recorded node names and ``(node, var)`` keys.
+
+    A pytree that keeps insertion order (a plain dict cannot mix string and tuple keys in JAX).
+    """
+
+
+def _outputs_flatten_with_keys(o):
+    return [(jax.tree_util.DictKey(k), v) for k, v in o.items()], tuple(o)
+
+
+jax.tree_util.register_pytree_with_keys(
+    Outputs, _outputs_flatten_with_keys, lambda keys, values: Outputs(zip(keys, values)),
+    lambda o: (list(o.values()), tuple(o)),
+)
+
+
+# ---------------------------------------------------------------------------- the model
+def _check_dtype(dtype: np.dtype) -> None:
+    if dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+        raise InputError("dtype float64 needs JAX's 64-bit mode, which is off. Fix: call "
+                         "jax.config.update('jax_enable_x64', True) at start-up, or use dtype='float32'")
+
+
+def _scan(unroll: int, checkpoint: bool):
+    """The ``iterate`` of :func:`~nirbridge.program.run_loop`: one ``lax.scan``."""
+
+    def iterate(body, coeffs, carry, xs, T):
+        def f(c, x_t):
+            return body(coeffs, c, x_t)
+
+        return lax.scan(jax.checkpoint(f) if checkpoint else f, carry, xs, length=T, unroll=unroll)
+
+    return iterate
+
+
+class _Core:
+    """What a JaxModel compiles: the program, its options and the jitted functions (shared by every
+    model built from it: :func:`compiled_model`, pytree unflattening). Hashed by identity."""
+
+    def __init__(self, program: Program, dtype: np.dtype, hoist: Any, checkpoint: bool, layout: str, unroll: Any):
+        self.program = program
+        self.dtype = dtype
+        self.hoist = hoist
+        self.checkpoint = checkpoint
+        self.layout = layout
+        self.unroll = unroll
+        if layout == "auto":
+            self.channels_last, self.layout_reason = channels_last_nodes(program)
+        else:
+            self.channels_last, self.layout_reason = frozenset(), "NCHW: layout='NCHW'"
+        self.scan_program = _layout_program(program, self.channels_last) if self.channels_last else program
+        self.shapes = {s.name: {f: (a.shape, a.dtype) for f, a in float_params(s).items()}
+                       for s in program.steps if float_params(s)}
+        self.traces = 0
+        self._jitted: dict[Any, Any] = {}
+
+    # ----------------------------------------------------------------- rules
+    def hoisted(self, batch: int) -> frozenset:
+        prog = self.program
+        if self.hoist is False or (self.hoist == "auto" and batch > HOIST_AUTO_MAX_BATCH):
+            return frozenset()
+        if self.hoist is True:
+            return prog.hoistable
+        chosen: set[str] = set()  # auto: dense products, and every hoistable node feeding one
+        for s in reversed(prog.steps):
+            if s.name in chosen or (s.name in prog.hoistable and s.node.type in HOIST_AUTO_TYPES):
+                chosen.add(s.name)
+                chosen.update(src for src, _ in s.sources if src in prog.hoistable)
+        return frozenset(chosen)
+
+    def unroll_for(self, batch: int) -> int:
+        return 1 if self.unroll == "auto" else int(self.unroll)
+
+    # ----------------------------------------------------------------- traced pieces
+    def cast_params(self, params: Any) -> dict:
+        """Check ``params`` (at trace time: structure and shapes only) and cast to the compute dtype."""
+        if not isinstance(params, Mapping):
+            raise InputError(f"params must be a dict {{node: {{field: array}}}}, got {type(params).__name__}. "
+                             "Fix: start from model.params")
+        extra = sorted(set(params) - set(self.shapes))
+        if extra:
+            raise node_error(ParameterError, extra[0], None, "params has a node the model has no parameters for",
+                             f"use the nodes of model.params: {sorted(self.shapes)}")
+        out = {}
+        for node, fields in self.shapes.items():
+            given = params.get(node)
+            if not isinstance(given, Mapping) or set(given) != set(fields):
+                have = sorted(given) if isinstance(given, Mapping) else None
+                raise node_error(ParameterError, node, None, f"params has fields {have}, expected {sorted(fields)}",
+                                 "pass every field of model.params[node]")
+            out[node] = {}
+            for f, (shape, _) in fields.items():
+                a = given[f]
+                if tuple(jnp.shape(a)) != shape:
+                    raise node_error(ParameterError, node, f, f"has shape {tuple(jnp.shape(a))}, expected {shape}",
+                                     "keep the shapes of model.params")
+                out[node][f] = jnp.asarray(a, dtype=self.dtype)
+        return out
+
+    def traced_run(self, params, inputs, state, *, record):
+        self.traces += 1  # runs at trace time only
+        prog, last = self.scan_program, self.channels_last
+        params = self.cast_params(params)
+        inputs = {n: jnp.asarray(a, dtype=self.dtype) for n, a in inputs.items()}
+        T, B = next(iter(inputs.values())).shape[:2]
+        coeffs = prepare(OPS, self.program, params)
+        carry = init_carry(OPS, self.program, coeffs, B, self.dtype) if state is None else import_state(prog, state)
+        if last:  # once per run, outside the scan: the region's inputs, states and coefficients to (..., H, W, C)
+            inputs = {n: _to_last(a) if n in last else a for n, a in inputs.items()}
+            carry = {**carry, "nodes": {n: (jax.tree.map(_to_last, st) if n in last else st)
+                                        for n, st in carry["nodes"].items()}}
+            coeffs = {n: _coeffs_to_last(prog.kernels[n].layout, c) if n in last else c for n, c in coeffs.items()}
+        results, carry = run_loop(OPS, prog, coeffs, carry, inputs, record=record, hoisted=self.hoisted(B),
+                                  iterate=_scan(self.unroll_for(B), self.checkpoint))
+        if last:  # back to (C, H, W), over the whole sequence at once
+            results = {k: _to_first(y) if (k if isinstance(k, str) else k[0]) in last else y
+                       for k, y in results.items()}
+            carry = {**carry, "nodes": {n: (jax.tree.map(_to_first, st) if n in last else st)
+                                        for n, st in carry["nodes"].items()}}
+        return Outputs(results), export_state(carry)
+
+    def traced_step(self, params, state, inputs):
+        prog = self.program
+        params = self.cast_params(params)
+        inputs = {n: jnp.asarray(a, dtype=self.dtype) for n, a in inputs.items()}
+        coeffs = prepare(OPS, prog, params)
+        B = next(iter(inputs.values())).shape[0]
+        carry = init_carry(OPS, prog, coeffs, B, self.dtype) if state is None else import_state(prog, state)
+        carry, outs = graph_step(OPS, prog, coeffs, carry, inputs)
+        return export_state(carry), {o: outs[o] for o in prog.outputs}
+
+    def traced_init(self, params, *, batch):
+        coeffs = prepare(OPS, self.program, self.cast_params(params))
+        return export_state(init_carry(OPS, self.program, coeffs, batch, self.dtype))
+
+    def jitted(self, kind: str, **static):
+        key = (kind, tuple(sorted(static.items())))
+        fn = self._jitted.get(key)
+        if fn is None:
+            fn = jax.jit(functools.partial(getattr(self, f"traced_{kind}"), **static))
+            self._jitted[key] = fn
+        return fn
+
+
+class JaxModel:
+    """A graph compiled for JAX: ``params`` and pure ``init_state`` / ``step`` / ``run``.
+
+    Build it with :func:`to_jax`. Attributes: ``params`` (``{node: {field: array}}`` in the compute
+    dtype, every trainable NIR float parameter), ``graph``, ``dynamics``, ``dtype``, ``program``,
+    ``channels_last`` (the nodes ``run`` keeps as (B, H, W, C) inside the scan, see
+    :func:`channels_last_nodes`) with ``layout_reason``, and ``traces`` (how many times ``run``
+    was traced). A JaxModel is a pytree whose leaves are ``params``.
+    """
+
+    def __init__(self, program: Program, *, dtype: Any = "float32", hoist: Any = "auto", checkpoint: bool = False,
+                 layout: str = "auto", unroll: Any = "auto"):
+        dtype = resolve_dtype(dtype)
+        _check_dtype(dtype)
+        if not (hoist == "auto" or hoist is True or hoist is False):
+            raise InputError(f"hoist={hoist!r} is not one of 'auto', True, False. Fix: pick one of them")
+        if not (isinstance(layout, str) and layout in ("auto", "NCHW")):
+            raise InputError(f"layout={layout!r} is not one of 'auto', 'NCHW'. Fix: pick one of them")
+        if not (unroll == "auto" or (isinstance(unroll, int) and not isinstance(unroll, bool) and unroll >= 1)):
+            raise InputError(f"unroll={unroll!r} is not 'auto' or an int >= 1. Fix: e.g. unroll='auto'")
+        self._meta = _Meta(_Core(program, dtype, hoist, bool(checkpoint), layout, unroll), program)
+        self.params = _params_of(program, dtype)
+
+    @classmethod
+    def _from_meta(cls, meta: _Meta, params: Any) -> JaxModel:
+        model = object.__new__(cls)
+        model._meta = meta
+        model.params = params
+        return model
+
+    # -------------------------------------------------------------- attributes
+    _core = property(lambda self: self._meta.core)
+    program = property(lambda self: self._meta.program, doc="The :class:`~nirbridge.program.Program` (its "
+                       "graph holds the original parameters).")
+    dtype = property(lambda self: self._core.dtype, doc="The compute dtype (NumPy).")
+    hoist = property(lambda self: self._core.hoist, doc="The hoisting option.")
+    checkpoint = property(lambda self: self._core.checkpoint, doc="Whether the scan body is checkpointed.")
+    layout = property(lambda self: self._core.layout, doc="The layout option.")
+    unroll = property(lambda self: self._core.unroll, doc="The scan's unroll option.")
+    channels_last = property(lambda self: self._core.channels_last, doc="The nodes run channels-last.")
+    layout_reason = property(lambda self: self._core.layout_reason, doc="Why (a sentence).")
+    traces = property(lambda self: self._core.traces, doc="How many times ``run`` was traced.")
+
+    @property
+    def graph(self) -> Graph:
+        """The :class:`~nirbridge.graph.Graph` the model was built from (original parameters)."""
+        return self.program.graph
+
+    @property
+    def dynamics(self):
+        """The :class:`~nirbridge.dynamics.Dynamics` the model runs."""
+        return self.program.dynamics
+
+    def hoisted(self, batch: int) -> frozenset:
+        """The nodes ``run`` computes over all T*B rows before the scan, for this batch size."""
+        return self._core.hoisted(int(batch))
+
+    def __repr__(self) -> str:
+        return (f"JaxModel({self.graph!r}, {self.dynamics!r}, dtype={self.dtype.name}, hoist={self.hoist!r}, "
+                f"checkpoint={self.checkpoint}, layout={self.layout!r})")
+
+    # -------------------------------------------------------------- pure functions
+    def init_state(self, batch: int, params: Mapping | None = None) -> dict:
+        """The state at step 0 for a batch (zeros unless the Dynamics say otherwise, e.g. ``v_init``,
+        computed from ``params``, default ``model.params``):
+        ``{"nodes": {node: {var: array}}, "prev": {recurrent source: array}}``."""
+        _check_dtype(self.dtype)
+        return self._core.jitted("init", batch=int(batch))(self.params if params is None else params)
+
+    def step(self, params: Mapping, state: Mapping | None, x_t: Any) -> tuple[dict, dict]:
+        """One time step: ``x_t`` is ``(B, *shape)`` or ``{input name: array}``; ``state`` from
+        :meth:`init_state` or the previous step (None: the initial state); returns
+        ``(state, {output name: (B, *shape)})``. Pure and compiled; ``run`` is the fast way over a sequence."""
+        _check_dtype(self.dtype)
+        seq = {k: _time_axis(v) for k, v in x_t.items()} if isinstance(x_t, Mapping) else _time_axis(x_t)
+        inputs, _, _ = normalize_inputs(self.program, seq, convert=None)
+        inputs = {n: v[0] for n, v in inputs.items()}
+        return self._core.jitted("step")(params, state, inputs)
+
+    def run(self, params: Mapping, x: Any, state: Mapping | None = None, record: Any = None):
+        """Run a whole sequence: ``x`` is ``(T, B, *shape)`` or ``{input name: array}``.
+
+        Returns ``(outputs, final state)``; ``outputs`` maps output names, recorded node names and
+        recorded ``(node, var)`` pairs to ``(T, B, ...)`` arrays (see :func:`nirbridge.simulate`).
+        One ``lax.scan`` inside one ``jax.jit``. ``state`` and the final state have the layout of
+        :meth:`init_state` (NIR's (C, H, W) per image, also for the nodes kept channels-last).
+        """
+        _check_dtype(self.dtype)
+        inputs, _, _ = normalize_inputs(self.program, x, convert=None)
+        rec = parse_record(self.program, record)
+        return self._core.jitted("run", record=rec)(params, inputs, state)
+
+    def __call__(self, x: Any, state: Mapping | None = None, record: Any = None):
+        """``run(self.params, x, state, record)[0]``: the outputs of a sequence."""
+        return self.run(self.params, x, state, record)[0]
+
+
+def _time_axis(v):
+    if not hasattr(v, "shape"):
+        v = np.asarray(v)
+    return v[None]
+
+
+def _params_of(program: Program, dtype: np.dtype) -> dict:
+    return {s.name: {f: jnp.asarray(a.astype(dtype)) for f, a in float_params(s).items()}
+            for s in program.steps if float_params(s)}
+
+
+class _Meta:
+    """A model's static part: its compiled core (shared) and its own program (its graph). The pytree
+    aux data of a JaxModel, compared by identity."""
+
+    __slots__ = ("core", "program")
+
+    def __init__(self, core: _Core, program: Program):
+        self.core, self.program = core, program
+
+
+def _model_flatten_with_keys(m):
+    return [(jax.tree_util.GetAttrKey("params"), m.params)], m._meta
+
+
+jax.tree_util.register_pytree_with_keys(
+    JaxModel, _model_flatten_with_keys, lambda meta, children: JaxModel._from_meta(meta, children[0]),
+    lambda m: ([m.params], m._meta),
+)
+
+
+def to_jax(graph: Any, dynamics, *, dtype: Any = "float32", hoist: Any = "auto", checkpoint: bool = False,
+           layout: str = "auto", unroll: Any = "auto") -> JaxModel:
+    """Compile ``graph`` with ``dynamics`` for JAX.
+
+    Args:
+        graph: a :class:`~nirbridge.graph.Graph`, a ``nir.NIRGraph`` or the path of a ``.nir`` file.
+        dynamics: the :class:`~nirbridge.dynamics.Dynamics` (dt, method, reset, surrogate, ...).
+            Spikes train through a surrogate derivative, by default ``"fast_sigmoid"`` with slope
+            25: ``1 / (1 + 25 |v - v_threshold|)^2``.
+        dtype: ``"float32"`` (default) or ``"float64"`` (needs ``jax_enable_x64``).
+        hoist: ``"auto"`` (default: hoist Affine/Linear when the batch is at most 32, see
+            :data:`HOIST_AUTO_TYPES`), ``True`` (run every stateless node fed only by the inputs
+            over all T*B rows before the scan) or ``False`` (run every node in the scan).
+        checkpoint: wrap the scan body in ``jax.checkpoint`` (less memory under ``jax.grad`` for
+            long sequences, at the cost of recomputing each step in the backward pass).
+        layout: ``"auto"`` (default: keep convolutional regions channels-last inside the scan, by
+            the rule of :func:`channels_last_nodes`) or ``"NCHW"`` (NIR's layout everywhere, the
+            convolutions transposing around each call). Results and states are (C, H, W) either way.
+        unroll: the scan's ``unroll`` (``"auto"``: 1).
+
+    Returns:
+        a :class:`JaxModel`; ``model.run(model.params, x)`` runs a sequence.
+    """
+    graph = as_graph(graph, "to_jax")
+    return JaxModel(build_program(graph, dynamics, "jax"), dtype=dtype, hoist=hoist, checkpoint=checkpoint,
+                    layout=layout, unroll=unroll)
+
+
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+
+
+def compiled_model(graph: Any, dynamics, **options: Any) -> JaxModel:
+    """A :class:`JaxModel` of ``graph`` that shares its compiled programs with every earlier model of
+    a graph with the same structure (:func:`nirbridge.program.structure_key`), Dynamics, dtype and
+    options; its ``params`` are ``graph``'s own. What :func:`nirbridge.simulate` and
+    :func:`nirbridge.compare` use: repeated calls cost what ``model.run`` costs. Keeps up to
+    :data:`CACHE_SIZE` compiled models (least recently used out); :func:`clear_cache` empties it."""
+    graph = as_graph(graph, "compiled_model")
+    dtype = resolve_dtype(options.pop("dtype", "float32"))
+    key = (structure_key(graph), dynamics, dtype.str, tuple(sorted(options.items())))
+    try:
+        hash(key)
+    except TypeError:
+        key = None
+    model = _CACHE.get(key) if key is not None else None
+    if model is None:
+        model = to_jax(graph, dynamics, dtype=dtype, **options)
+        if key is not None:
+            _CACHE[key] = model
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        return model
+    _CACHE.move_to_end(key)
+    if graph is model.graph:
+        return model
+    prog = build_program(graph, dynamics, "jax")  # the same checks (and warnings) as a first build
+    return JaxModel._from_meta(_Meta(model._core, prog), _params_of(prog, dtype))
+
+
+def clear_cache() -> None:
+    """Forget every compiled model :func:`compiled_model` keeps."""
+    _CACHE.clear()
+
+
+def from_jax(model: JaxModel, params: Mapping | None = None) -> Graph:
+    """The model's graph with ``params`` (default ``model.params``) written back, bit-exact.
+
+    A parameter equal to the original cast to the compute dtype keeps the original array (its
+    dtype included, e.g. float64 neuron parameters beside float32 weights); a changed one is stored
+    cast to the original dtype. Nodes or fields missing from ``params`` keep their original values.
+    """
+    if not isinstance(model, JaxModel):
+        raise InputError(f"from_jax() takes a JaxModel (from to_jax), got {type(model).__name__}. "
+                         "Fix: from_jax(model, trained_params) with the model nb.to_jax returned")
+    params = model.params if params is None else params
+    dtype = model.dtype
+
+    def unchanged(value, orig: np.ndarray) -> bool:
+        new = np.asarray(value)
+        return new.dtype == dtype and new.tobytes() == orig.astype(dtype).tobytes()
+
+    return write_back(model.program, params, unchanged)
+
+
+class JaxBackend:
+    """The JAX backend of :func:`nirbridge.simulate` (NumPy arrays out; no progress bar: the whole
+    sequence is one compiled call). Compiled models are reused (:func:`compiled_model`)."""
+
+    name = "jax"
+
+    def simulate(self, graph, dynamics, x, *, record=None, dtype=None, progress=False) -> dict:
+        model = compiled_model(graph, dynamics, dtype=dtype)
+        outs, _ = model.run(model.params, x, record=record)
+        return {k: np.asarray(v) for k, v in outs.items()}
