@@ -296,48 +296,69 @@ def python_loop(stack, bar=None) -> Iterate:
 
 
 def run_loop(ops, prog: Program, coeffs: Mapping, carry: Mapping, inputs: Mapping, *, iterate: Iterate,
-             record: tuple[tuple, tuple] = ((), ()), hoisted: Collection[str] = frozenset()) -> tuple[dict, Any]:
+             record: tuple[tuple, tuple] = ((), ()), hoisted: Collection[str] = frozenset(),
+             block: int | None = None) -> tuple[dict, Any]:
     """Run a whole sequence: the one time loop of every backend.
 
     ``inputs`` maps input names to ``(T, B, *shape)`` arrays (in the compute dtype); ``record`` is
     :func:`parse_record`'s ``(nodes, states)``. The ``hoisted`` stateless nodes (a subset of
-    :attr:`Program.hoistable`) run first over all ``T*B`` rows as one product each; every other
-    node runs in ``iterate``. Returns ``(results, carry)``: ``results`` maps each output name, each
-    recorded node and each recorded ``(node, var)`` to its ``(T, B, ...)`` array.
+    :attr:`Program.hoistable`) run over many rows at once, outside the step: over all ``T*B`` rows
+    before the loop, or with ``block=k`` once per block of ``k`` steps (``k*B`` rows), the blocks
+    themselves iterated (``iterate`` over blocks, and within a block over its steps; a last
+    partial block runs after them). Every other node runs in the step. Returns ``(results,
+    carry)``: ``results`` maps each output name, each recorded node and each recorded ``(node,
+    var)`` to its ``(T, B, ...)`` array.
     """
     rec_nodes, rec_states = record
-    T, B = next(iter(inputs.values())).shape[:2]
+    T = int(next(iter(inputs.values())).shape[0])
     keys = tuple(dict.fromkeys([*prog.outputs, *rec_nodes]))
-    full: dict[str, Any] = {}
-    if hoisted:
-        rows = {n: a.reshape((T * B,) + tuple(a.shape[2:])) for n, a in inputs.items()}
-        rows = run_stateless(ops, prog, coeffs, rows, hoisted)
-        full = {n: rows[n].reshape((T, B) + tuple(rows[n].shape[1:])) for n in hoisted}
-    # what the loop needs from outside it: sources of the nodes run in it, recorded nodes
+    hoisted = frozenset(hoisted)
+    # what the step needs from outside it: sources of the nodes run in it, recorded nodes
     needed = set(keys) | set(prog.recurrent_sources)
     for s in prog.steps:
         if s.role != "input" and s.name not in hoisted:
             needed.update(src for src, _ in s.sources)
-    seq = {**inputs, **full}
-    xs = {n: seq[n] for n in sorted(seq) if n in needed}
-    unused = dict.fromkeys(n for n in seq if n not in needed)  # graph_step copies them without reading them
-    looped = tuple(k for k in keys if k not in full)
+    given = [*inputs, *sorted(hoisted)]
+    unused = dict.fromkeys(n for n in given if n not in needed)  # graph_step copies them without reading them
+    looped = tuple(k for k in keys if k not in hoisted)
+    from_rows = tuple(k for k in keys if k in hoisted)
     states = tuple(rec_states)
-    skip = frozenset(hoisted)
-    key = (ops, looped, states, skip, tuple(unused))
-    body = prog._bodies.get(key)
+    bkey = (ops, looped, states, hoisted, tuple(unused))
+    body = prog._bodies.get(bkey)
     if body is None:
 
         def body(coeffs, carry, xs_t):
-            carry, outs = graph_step(ops, prog, coeffs, carry, {**xs_t, **unused}, skip=skip)
+            carry, outs = graph_step(ops, prog, coeffs, carry, {**xs_t, **unused}, skip=hoisted)
             return carry, tuple(outs[k] for k in looped) + tuple(getattr(carry["nodes"][n], v) for n, v in states)
 
-        prog._bodies[key] = body
-    carry, ys = iterate(body, coeffs, carry, xs, T)
-    got = dict(zip(looped + states, ys))
-    results = {k: full[k] if k in full else got[k] for k in keys}
-    results.update({k: got[k] for k in states})
-    return results, carry
+        prog._bodies[bkey] = body
+
+    def segment(coeffs, carry, seq, n):
+        """``n`` steps from ``seq`` (``{input: (n, B, ...)}``): the hoisted nodes over their ``n*B``
+        rows, then the step ``n`` times. Returns the recorded hoisted values, then the step's."""
+        full = {}
+        if hoisted:
+            B = next(iter(seq.values())).shape[1]
+            rows = {k: a.reshape((n * B,) + tuple(a.shape[2:])) for k, a in seq.items()}
+            rows = run_stateless(ops, prog, coeffs, rows, hoisted)
+            full = {k: rows[k].reshape((n, B) + tuple(rows[k].shape[1:])) for k in hoisted}
+        everything = {**seq, **full}
+        carry, ys = iterate(body, coeffs, carry, {k: everything[k] for k in sorted(everything) if k in needed}, n)
+        return carry, tuple(full[k] for k in from_rows) + tuple(ys)
+
+    if not hoisted or block is None or block >= T:
+        carry, out = segment(coeffs, carry, inputs, T)
+    else:
+        n_blocks, tail = divmod(T, int(block))
+        head = n_blocks * block
+        blocks = {k: a[:head].reshape((n_blocks, block) + tuple(a.shape[1:])) for k, a in inputs.items()}
+        carry, out = iterate(lambda c, carry, xs: segment(c, carry, xs, block), coeffs, carry, blocks, n_blocks)
+        out = tuple(y.reshape((head,) + tuple(y.shape[2:])) for y in out)
+        if tail:
+            carry, rest = segment(coeffs, carry, {k: a[head:] for k, a in inputs.items()}, tail)
+            out = tuple(ops.concat0([a, b]) for a, b in zip(out, rest))
+    results = dict(zip(from_rows + looped + states, out))
+    return {k: results[k] for k in (*keys, *states)}, carry
 
 
 # ---------------------------------------------------------------------------- back to the graph

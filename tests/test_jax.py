@@ -27,7 +27,7 @@ from cases import NODE_TYPES, SPIKING, node_case, recurrent_case
 import nirbridge as nb
 import nirbridge.examples as examples
 import nirbridge.presets
-from nirbridge.backends.jax import HOIST_AUTO_MAX_BATCH, JaxOps, spike
+from nirbridge.backends.jax import HOIST_AUTO_MAX_BATCH, HOIST_BLOCK_ROWS, JaxOps, spike
 from nirbridge.errors import InputError, ParameterError
 
 TOL = {"float32": 1e-5, "float64": 1e-10}
@@ -184,8 +184,32 @@ def test_hoist_auto_rule():
     model = nb.to_jax(g, nb.Dynamics(dt=1e-4))
     assert model.hoisted(HOIST_AUTO_MAX_BATCH) == {"fc1"}
     assert model.hoisted(HOIST_AUTO_MAX_BATCH + 1) == frozenset()
+    # in blocks of about HOIST_BLOCK_ROWS rows; all steps at once when T*B fits in one block
+    assert model.hoist_block(8, 500) == HOIST_BLOCK_ROWS // 8
+    assert model.hoist_block(1, 100) is None and model.hoist_block(64, 500) == HOIST_BLOCK_ROWS // 64
     with pytest.raises(InputError, match="hoist"):
         nb.to_jax(g, nb.Dynamics(dt=1e-4), hoist="yes")
+
+
+@pytest.mark.parametrize("T", [70, 64, 5])
+def test_blocked_hoisting_matches_the_plain_scan(T):
+    """Blocks of k = 256 // 8 = 32 steps: T=70 is two blocks and a tail of 6, T=64 two whole blocks,
+    T=5 one block of all steps. The hoisted Affine adds the same terms per row whatever the block,
+    so float64 results agree to rounding with the unhoisted scan and the reference, states too."""
+    g = nb.load(examples.path("braille_noDelay_bias_zero"))
+    dyn = nb.Dynamics(dt=1e-4, synapse="current_first")
+    x = (np.random.default_rng(4).random((T, 8, 12)) < 0.3).astype(np.float64)
+    auto = nb.to_jax(g, dyn, dtype="float64")
+    assert auto.hoisted(8) == {"fc1"} and auto.hoist_block(8, T) == (None if T * 8 <= HOIST_BLOCK_ROWS else 32)
+    got, state = auto.run(auto.params, x, record="all")
+    plain = nb.to_jax(g, dyn, dtype="float64", hoist=False)
+    want, want_state = plain.run(plain.params, x, record="all")
+    ref = nb.simulate(g, x, dyn, record="all", dtype="float64")
+    for k in ref:
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=0, atol=1e-12, err_msg=str(k))
+        np.testing.assert_allclose(np.asarray(got[k]), ref[k], rtol=0, atol=1e-10, err_msg=str(k))
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(want_state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12)
 
 
 @pytest.fixture(scope="module")

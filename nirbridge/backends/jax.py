@@ -87,21 +87,32 @@ from ..program import (
     write_back,
 )
 
-__all__ = ["CACHE_SIZE", "HOIST_AUTO_MAX_BATCH", "HOIST_AUTO_TYPES", "JaxBackend", "JaxModel", "JaxOps",
+__all__ = ["CACHE_SIZE", "HOIST_AUTO_MAX_BATCH", "HOIST_AUTO_TYPES", "HOIST_BLOCK_ROWS", "UNROLL_MAX_BATCH",
+           "UNROLL_SMALL_BATCH", "JaxBackend", "JaxModel", "JaxOps",
            "JaxOpsNHWC", "Outputs", "channels_last_nodes", "clear_cache", "compiled_model", "from_jax", "spike",
            "to_jax"]
 
-#: ``hoist="auto"``: hoist dense products (these node types, and the stateless nodes feeding them)
-#: when the batch has at most :data:`HOIST_AUTO_MAX_BATCH` rows; otherwise keep every node in the
-#: scan. Measured on a 2-core CPU shared with other jobs (jax 0.10.2, float32, the whole jitted
-#: ``run`` after warm-up, fastest of 7, hoisted vs in the scan):
-#: 700->256 LIF->20 LI, T=500 (first Affine): B=1 0.005 vs 0.045 s, B=4 0.009 vs 0.027 s,
-#: B=16 0.038 vs 0.053 s, B=32 0.068 vs 0.085 s, B=64 0.174 vs 0.148 s, B=256 0.72 vs 0.54 s.
-#: Braille, T=256 (Affine 12->38): B=1 0.0012 vs 0.0012 s, B=32 0.0043 vs 0.0037 s, B=256 0.0136
-#: vs 0.0118 s. CNN ``cnn_sinabs.nir``, T=100 (first Conv2d): B=1 0.013 vs 0.014 s, B=8 0.089 vs
-#: 0.064 s, B=32 0.34 vs 0.27 s. Convolutions never gained, so they stay in the scan.
+#: ``hoist="auto"``: hoist dense products (these node types, and the hoistable nodes feeding them)
+#: in blocks of :data:`HOIST_BLOCK_ROWS` rows: the scan runs over blocks of ``k = HOIST_BLOCK_ROWS //
+#: B`` steps (all T steps when ``T*B`` is at most that), each block computing its hoisted products
+#: as one ``(k*B, n_in)`` product, then scanning its ``k`` steps; from ``B >= HOIST_BLOCK_ROWS / 2``
+#: nothing is hoisted (a block would be 1 or 2 steps: the plain scan). Measured on a 2-core CPU
+#: (jax 0.10.2, XLA:CPU's YNNPACK matmuls, one core, CPU time, 700->256 LIF->20 LI, T=500): one
+#: product over all T*B rows runs 1.25x slower per FLOP than the same work in pieces of 256-640
+#: rows, and its bias is not fused; against the plain scan (1.0), hoisting everything at once
+#: gives B=1 0.44-0.48, B=8 0.78-0.98, B=32 1.08, B=64 1.31-1.48, B=256 1.42; blocks of about 256
+#: rows give B=1 0.44-0.54, B=8 0.67-0.72, B=32 0.88, B=64 0.74-0.96, B=256 1.03. Convolutions
+#: never gained from hoisting (CNN, T=100: B=8 0.089 vs 0.064 s, B=32 0.34 vs 0.27 s), so they
+#: stay in the scan.
 HOIST_AUTO_TYPES = frozenset({"Affine", "Linear"})
-HOIST_AUTO_MAX_BATCH = 32
+HOIST_BLOCK_ROWS = 256
+HOIST_AUTO_MAX_BATCH = HOIST_BLOCK_ROWS // 2 - 1
+
+#: ``unroll="auto"``: ``lax.scan(unroll=UNROLL_SMALL_BATCH)`` when ``B <= UNROLL_MAX_BATCH``, else 1.
+#: Measured (same machine and method): unrolling by 4 gains only at B=1 (10-28% on Braille, 5-7% on
+#: 700->256->20) and is neutral to harmful from B=8 on (unroll 8: 1.4-1.6x slower from B=8-32 on).
+UNROLL_SMALL_BATCH = 4
+UNROLL_MAX_BATCH = 4
 
 #: How many compiled models :func:`compiled_model` (and so :func:`nirbridge.simulate`) keeps, least
 #: recently used first out. Each holds its jitted functions (one compiled program per input shape
@@ -149,11 +160,17 @@ class JaxOps(NamespaceOps):
     def spike(self, v, threshold, inclusive, surrogate, slope):
         return spike(v, threshold, inclusive, surrogate, slope)
 
-    def affine(self, x, w, b):
+    def dense_weight(self, w):
+        # (in, out), transposed once per run outside the scan: with x @ w.T in the scan body XLA copies
+        # the transpose of the whole weight in every step (6.4x slower at B=1), and the NT product is
+        # slower than NN at small batches (1.5x at B=8)
+        return w.T
+
+    def affine(self, x, w, b):  # w: (in, out), from dense_weight
         if x.ndim > 2:  # one 2-D matmul: XLA picks a much slower kernel for the 3-D einsum on CPU
-            y = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
+            y = (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + (w.shape[1],))
         else:
-            y = x @ w.T
+            y = x @ w
         return y if b is None else y + b
 
     def conv(self, x, w, b, geom, nd):
@@ -383,21 +400,27 @@ class _Core:
         self._jitted: dict[Any, Any] = {}
 
     # ----------------------------------------------------------------- rules
-    def hoisted(self, batch: int) -> frozenset:
+    def hoisting(self, T: int, batch: int) -> tuple[frozenset, int | None]:
+        """``(hoisted nodes, block)`` for a run of ``T`` steps of ``batch`` rows (see :data:`HOIST_AUTO_TYPES`)."""
         prog = self.program
-        if self.hoist is False or (self.hoist == "auto" and batch > HOIST_AUTO_MAX_BATCH):
-            return frozenset()
+        if self.hoist is False or not prog.hoistable:
+            return frozenset(), None
         if self.hoist is True:
-            return prog.hoistable
+            return prog.hoistable, None
+        if batch > HOIST_AUTO_MAX_BATCH:
+            return frozenset(), None
         chosen: set[str] = set()  # auto: dense products, and every hoistable node feeding one
         for s in reversed(prog.steps):
             if s.name in chosen or (s.name in prog.hoistable and s.node.type in HOIST_AUTO_TYPES):
                 chosen.add(s.name)
                 chosen.update(src for src, _ in s.sources if src in prog.hoistable)
-        return frozenset(chosen)
+        block = max(1, HOIST_BLOCK_ROWS // batch)
+        return frozenset(chosen), (None if block >= T else block)
 
     def unroll_for(self, batch: int) -> int:
-        return 1 if self.unroll == "auto" else int(self.unroll)
+        if self.unroll == "auto":
+            return UNROLL_SMALL_BATCH if batch <= UNROLL_MAX_BATCH else 1
+        return int(self.unroll)
 
     # ----------------------------------------------------------------- traced pieces
     def cast_params(self, params: Any) -> dict:
@@ -438,7 +461,8 @@ class _Core:
             carry = {**carry, "nodes": {n: (jax.tree.map(_to_last, st) if n in last else st)
                                         for n, st in carry["nodes"].items()}}
             coeffs = {n: _coeffs_to_last(prog.kernels[n].layout, c) if n in last else c for n, c in coeffs.items()}
-        results, carry = run_loop(OPS, prog, coeffs, carry, inputs, record=record, hoisted=self.hoisted(B),
+        hoisted, block = self.hoisting(T, B)
+        results, carry = run_loop(OPS, prog, coeffs, carry, inputs, record=record, hoisted=hoisted, block=block,
                                   iterate=_scan(self.unroll_for(B), self.checkpoint))
         if last:  # back to (C, H, W), over the whole sequence at once
             results = {k: _to_first(y) if (k if isinstance(k, str) else k[0]) in last else y
@@ -523,9 +547,13 @@ class JaxModel:
         """The :class:`~nirbridge.dynamics.Dynamics` the model runs."""
         return self.program.dynamics
 
-    def hoisted(self, batch: int) -> frozenset:
-        """The nodes ``run`` computes over all T*B rows before the scan, for this batch size."""
-        return self._core.hoisted(int(batch))
+    def hoisted(self, batch: int, steps: int = 1 << 30) -> frozenset:
+        """The nodes ``run`` computes outside the scan's step (over many rows at once) for this batch size."""
+        return self._core.hoisting(int(steps), int(batch))[0]
+
+    def hoist_block(self, batch: int, steps: int) -> int | None:
+        """How many steps ``run`` hoists at once (None: all of them) for this batch size and length."""
+        return self._core.hoisting(int(steps), int(batch))[1]
 
     def __repr__(self) -> str:
         return (f"JaxModel({self.graph!r}, {self.dynamics!r}, dtype={self.dtype.name}, hoist={self.hoist!r}, "
@@ -608,15 +636,16 @@ def to_jax(graph: Any, dynamics, *, dtype: Any = "float32", hoist: Any = "auto",
             Spikes train through a surrogate derivative, by default ``"fast_sigmoid"`` with slope
             25: ``1 / (1 + 25 |v - v_threshold|)^2``.
         dtype: ``"float32"`` (default) or ``"float64"`` (needs ``jax_enable_x64``).
-        hoist: ``"auto"`` (default: hoist Affine/Linear when the batch is at most 32, see
-            :data:`HOIST_AUTO_TYPES`), ``True`` (run every stateless node fed only by the inputs
-            over all T*B rows before the scan) or ``False`` (run every node in the scan).
+        hoist: ``"auto"`` (default: hoist Affine/Linear products in blocks of about 256 rows for
+            batches under 128, see :data:`HOIST_AUTO_TYPES`), ``True`` (run every stateless node fed
+            only by the inputs over all T*B rows before the scan) or ``False`` (every node in the scan).
         checkpoint: wrap the scan body in ``jax.checkpoint`` (less memory under ``jax.grad`` for
             long sequences, at the cost of recomputing each step in the backward pass).
         layout: ``"auto"`` (default: keep convolutional regions channels-last inside the scan, by
             the rule of :func:`channels_last_nodes`) or ``"NCHW"`` (NIR's layout everywhere, the
             convolutions transposing around each call). Results and states are (C, H, W) either way.
-        unroll: the scan's ``unroll`` (``"auto"``: 1).
+        unroll: the scan's ``unroll`` (``"auto"``: 4 for batches up to 4, else 1; see
+            :data:`UNROLL_SMALL_BATCH`).
 
     Returns:
         a :class:`JaxModel`; ``model.run(model.params, x)`` runs a sequence.

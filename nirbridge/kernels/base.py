@@ -78,7 +78,8 @@ class Ops(abc.ABC):
 
     @abc.abstractmethod
     def affine(self, x, w, b):
-        """``x @ w.T + b`` over the last axis (``b`` may be None)."""
+        """``x @ W.T + b`` over the last axis for the dense weight ``W`` (out, in), given as
+        ``w = dense_weight(W)``; ``b`` may be None."""
 
     @abc.abstractmethod
     def conv(self, x, w, b, geom: Mapping, nd: int):
@@ -94,6 +95,15 @@ class Ops(abc.ABC):
     @abc.abstractmethod
     def concat1(self, a, b):
         """Concatenate along axis 1 (the axis after the batch)."""
+
+    @abc.abstractmethod
+    def concat0(self, arrays):
+        """Concatenate a list of arrays along axis 0 (time)."""
+
+    def dense_weight(self, w):
+        """The form of a dense weight ``w`` (out, in) that :meth:`affine` takes, made once per run in
+        ``prepare`` (default: ``w`` itself; JAX: ``w.T``, so no step transposes it)."""
+        return w
 
     @abc.abstractmethod
     def sum1(self, x):
@@ -120,6 +130,9 @@ class NamespaceOps(Ops):
 
     def sum1(self, x):
         return x.sum(1)
+
+    def concat0(self, arrays):
+        return self.xp.concatenate(list(arrays), 0)
 
 
 def surrogate_derivative(surrogate: str, d, slope: float, xp):

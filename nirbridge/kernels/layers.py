@@ -10,7 +10,7 @@ from .base import Kernel, NoCoeffs, NoState, no_init, register_kernel
 
 
 class DenseCoeffs(NamedTuple):
-    """Affine (``y = W x + b``) and Linear (``bias`` None)."""
+    """Affine (``y = W x + b``) and Linear (``bias`` None); ``weight`` is ``ops.dense_weight(W)``."""
 
     weight: Any
     bias: Any
@@ -56,7 +56,7 @@ def dense(step, dyn) -> Kernel:
     """``y = W x + b`` (Linear: no ``b``), over the last axis."""
 
     def prepare(ops, p) -> DenseCoeffs:
-        return DenseCoeffs(p["weight"], p.get("bias"))
+        return DenseCoeffs(ops.dense_weight(p["weight"]), p.get("bias"))
 
     def run(ops, c, state, x):
         return state, ops.affine(x, c.weight, c.bias)
