@@ -31,10 +31,11 @@ from .dynamics import Dynamics
 from .errors import DynamicsError, InputError, ParameterError, node_error
 from .graph import Graph, Step, check_graph
 from .kernels import Kernel, NoState, build_kernel
+from .nodes import PARAM_KINDS
 
-__all__ = ["Program", "build_program", "check_graph", "export_state", "float_params", "graph_step",
-           "import_state", "init_carry", "normalize_inputs", "parse_record", "prepare", "python_loop", "resolve_dtype",
-           "run_loop", "run_stateless", "state_vars", "structure_key", "write_back"]
+__all__ = ["Program", "build_program", "check_graph", "check_kinds", "export_state", "float_params", "graph_step",
+           "import_state", "init_carry", "normalize_inputs", "param_kinds", "parse_record", "prepare", "python_loop",
+           "resolve_dtype", "run_loop", "run_stateless", "state_vars", "structure_key", "write_back"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +141,23 @@ def float_params(step: Step) -> dict[str, np.ndarray]:
     spec = step.node.spec
     return {f: np.asarray(step.node.params[f]) for f in spec.float_params
             if step.node.params.get(f) is not None}
+
+
+def param_kinds(prog: Program) -> dict[str, dict[str, str]]:
+    """``{node: {field: kind}}`` for every float parameter (the structure of a params pytree), the
+    kinds of :data:`nirbridge.nodes.PARAM_KINDS`: ``"weight"``, ``"time_constant"``, ``"gain"``,
+    ``"voltage"``, ``"threshold"``, ``"structure"``."""
+    return {s.name: {f: s.node.spec.param_kinds[f] for f in float_params(s)} for s in prog.steps if float_params(s)}
+
+
+def check_kinds(kinds: Any) -> tuple[str, ...]:
+    """``kinds`` (one kind or several) checked against :data:`nirbridge.nodes.PARAM_KINDS`."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    bad = [k for k in kinds if k not in PARAM_KINDS]
+    if bad or not kinds:
+        raise InputError(f"parameter kinds {bad or list(kinds)} are not among {list(PARAM_KINDS)}. "
+                         "Fix: e.g. 'weight' (connection weights and biases) or ('weight', 'threshold')")
+    return kinds
 
 
 def prepare(ops, prog: Program, params: Mapping[str, Mapping[str, Any]]) -> dict:

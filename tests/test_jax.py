@@ -384,3 +384,27 @@ def test_spike_forward_and_surrogate_derivative(surrogate):
     np.testing.assert_allclose(np.asarray(dv), closed, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(dthr), -closed, rtol=1e-12)
     assert JaxOps().spike(v, thr, False, surrogate, slope).dtype == v.dtype
+
+
+def test_products_of_one_source_are_merged_into_one():
+    """Braille's CubaLIF feeds the recurrent Affine and the readout Affine: the scan computes one
+    product for both (dense_groups); the numbers are those of the reference, recorded nodes and
+    the final state included, and a graph without such siblings has no group."""
+    from nirbridge.backends.jax import dense_groups
+
+    g = nb.load(examples.path("braille_noDelay_bias_zero"))
+    dyn = nb.Dynamics(dt=1e-4, synapse="current_first", recurrent_start="rest")
+    model = nb.to_jax(g, dyn, dtype="float64")
+    assert dense_groups(model._core.scan_program, model.hoisted(300)) == [("fc2", "lif1.w_rec")]
+    x = (np.random.default_rng(8).random((50, 300, 12)) < 0.3).astype(np.float64)
+    got, state = model.run(model.params, x, record="all")
+    ref = nb.simulate(g, x, dyn, record="all", dtype="float64")
+    assert_matches(g, got, ref, "float64")
+    from nirbridge.backends.reference import ReferenceModel
+
+    ref_model = ReferenceModel(g, dyn, dtype="float64")
+    _, ref_state = ref_model.run(x)
+    np.testing.assert_allclose(np.asarray(state["prev"]["lif1.w_rec"]), ref_state["prev"]["lif1.w_rec"], atol=1e-10)
+    g2, _, _ = node_case("Affine")
+    m2 = nb.to_jax(g2, nb.Dynamics(dt=1e-3))
+    assert dense_groups(m2._core.scan_program, frozenset()) == []

@@ -284,6 +284,20 @@ def test_compiled_chunks_match_the_reference():
         # float32, same operations in the same order; 1e-5 covers fused-kernel rounding
         np.testing.assert_allclose(got[key].numpy(), ref[key], rtol=1e-5, atol=1e-5, err_msg=str(key))
     np.testing.assert_array_equal(got["lif"].numpy(), ref["lif"])  # spikes identical
+    # another module of a graph with the same structure (other parameter values) reuses the compiled
+    # chunks: no new graph is compiled, and its numbers are its own parameters'
+    from torch._dynamo.utils import counters
+
+    compiled_before = counters["stats"]["unique_graphs"]
+    g2 = g.replace_params({"fc_in": {"weight": g.node("fc_in").params["weight"] * 1.5}})
+    m2 = to_torch(g2, dyn, compile=True)
+    assert m2._run_program() is m._run_program()
+    with torch.no_grad():
+        got2, _ = m2.run(torch.from_numpy(x.astype(np.float32)), record=["lif", ("lif", "v"), ("delay", "buffer")])
+    assert counters["stats"]["unique_graphs"] == compiled_before
+    ref2 = nb.simulate(g2, x, dyn, record=["lif"])
+    np.testing.assert_array_equal(got2["lif"].numpy(), ref2["lif"])
+    assert not np.array_equal(ref2["lif"], ref["lif"])  # the other weights matter
     with pytest.raises(ValueError, match="chunk length"):
         to_torch(g, dyn, compile=-1)
 

@@ -20,34 +20,81 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
 from flax import nnx
 
 from ..errors import InputError
 from ..graph import Graph
 from .jax import JaxModel, from_jax, to_jax
 
-__all__ = ["FlaxSNN", "to_flax", "from_flax"]
+__all__ = ["FlaxSNN", "Gain", "Structure", "Threshold", "TimeConstant", "Voltage", "Weight", "from_flax", "to_flax"]
+
+
+class Weight(nnx.Param):
+    """A connection weight or bias (Affine, Linear, Conv, Scale): ``wrt=Weight`` trains only these."""
+
+
+class TimeConstant(nnx.Param):
+    """A time constant, held as its natural log (of seconds): trained in log space it stays > 0."""
+
+
+class Gain(nnx.Param):
+    """An input gain (``r``, ``w_in``)."""
+
+
+class Voltage(nnx.Param):
+    """A voltage level (``v_leak``, ``v_reset``)."""
+
+
+class Threshold(nnx.Param):
+    """A spike threshold (``v_threshold``, a Threshold node's ``threshold``)."""
+
+
+class Structure(nnx.Variable):
+    """A structural parameter, fixed when the program was built (a Delay's ``delay``): not an
+    ``nnx.Param``, so no optimizer trains it."""
+
+
+#: parameter kind (:data:`nirbridge.nodes.PARAM_KINDS`) -> its nnx Variable type
+VARIABLES = {"weight": Weight, "time_constant": TimeConstant, "gain": Gain, "voltage": Voltage,
+             "threshold": Threshold, "structure": Structure}
 
 
 class _Static:
-    """Holds the compiled JaxModel as a static (non-pytree) attribute of the nnx module."""
+    """The compiled JaxModel and the starting values of the time constants: a static (non-pytree)
+    attribute of the nnx module."""
 
     def __init__(self, model: JaxModel):
         self.model = model
+        kinds = model.kinds
+        self.tau0 = {n: {f: v for f, v in fields.items() if kinds[n][f] == "time_constant"}
+                     for n, fields in model.params.items()}
+        self.log0 = {n: {f: jnp.log(v) for f, v in fields.items()} for n, fields in self.tau0.items()}
+
+    def tau(self, node: str, field: str, log_tau):
+        # tau0 exp(log_tau - log0): exactly tau0 while the parameter is untouched, > 0 whatever it becomes
+        return self.tau0[node][field] * jnp.exp(log_tau - self.log0[node][field])
 
 
 class FlaxSNN(nnx.Module):
-    """A NIR graph as an ``nnx.Module``: ``params[node][field]`` are ``nnx.Param``.
+    """A NIR graph as an ``nnx.Module``: ``params[node][field]`` are nnx Variables, one type per
+    parameter kind: :class:`Weight`, :class:`TimeConstant`, :class:`Gain`, :class:`Voltage`,
+    :class:`Threshold` (all ``nnx.Param``) and :class:`Structure` (not trained).
 
     ``module(x)`` runs a whole sequence ``x`` of shape ``(T, B, *shape)`` (or ``{input name:
     array}``) and returns ``{output name: (T, B, ...)}``; ``module.run(x, state, record)`` also
-    returns the final state. Train with ``nnx.Optimizer(module, optax.adam(...), wrt=nnx.Param)``.
+    returns the final state. Train the weights only with ``nnx.Optimizer(module, tx, wrt=Weight)``,
+    or every parameter with ``wrt=nnx.Param``: time constants are held as ``log(tau)``
+    (:meth:`param_values` gives tau), so training keeps them positive.
     """
 
     def __init__(self, model: JaxModel):
         self._static = _Static(model)
-        self.params = nnx.data({node: {f: nnx.Param(v) for f, v in fields.items()}
-                                for node, fields in model.params.items()})
+        kinds = model.kinds
+        self.params = nnx.data({
+            node: {f: VARIABLES[kinds[node][f]](self._static.log0[node][f] if f in self._static.log0[node] else v)
+                   for f, v in fields.items()}
+            for node, fields in model.params.items()})
 
     @property
     def model(self) -> JaxModel:
@@ -55,8 +102,11 @@ class FlaxSNN(nnx.Module):
         return self._static.model
 
     def param_values(self) -> dict:
-        """The parameters as a plain pytree ``{node: {field: array}}`` (what ``JaxModel.run`` takes)."""
-        return {node: {f: p[...] for f, p in fields.items()} for node, fields in self.params.items()}
+        """The parameters as a plain pytree ``{node: {field: array}}`` (what ``JaxModel.run`` takes):
+        time constants in seconds."""
+        st = self._static
+        return {node: {f: (st.tau(node, f, p[...]) if f in st.tau0[node] else p[...]) for f, p in fields.items()}
+                for node, fields in self.params.items()}
 
     def init_state(self, batch: int) -> dict:
         """The state at step 0 (see :meth:`JaxModel.init_state`)."""

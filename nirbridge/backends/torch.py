@@ -48,6 +48,7 @@ True
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -56,24 +57,27 @@ import numpy as np
 
 from .._util import progress_bar
 from ..dynamics import Dynamics
-from ..errors import InputError, UnsupportedError, node_error
+from ..errors import InputError, ParameterError, UnsupportedError, node_error
 from ..graph import Graph
 from ..io import as_graph
 from ..kernels import NamespaceOps, surrogate_derivative
 from ..program import (
     Program,
     build_program,
+    check_kinds,
     export_state,
     float_params,
     graph_step,
     import_state,
     init_carry,
     normalize_inputs,
+    param_kinds,
     parse_record,
     prepare,
     python_loop,
     resolve_dtype,
     run_loop,
+    structure_key,
     write_back,
 )
 from . import require
@@ -198,6 +202,13 @@ def _rebuild_shared(nir_graph, dynamics):
     return _Shared(build_program(Graph.from_nir(nir_graph), dynamics, "torch"))
 
 
+#: How many programs ``compile=True`` modules share (by structure, Dynamics and dtype), least recently
+#: used out; each keeps its compiled chunks (one per loop body, chunk length and input shape).
+COMPILE_CACHE_SIZE = 32
+_RUN_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_OPS: dict = {}  # device -> TorchOps
+
+
 def _chunk(body, coeffs, carry, xs):
     """``K`` steps of ``body`` (the length of the arrays in ``xs``): what ``compile=True`` compiles."""
     return python_loop(torch.stack)(body, coeffs, carry, xs, next(iter(xs.values())).shape[0])
@@ -219,8 +230,7 @@ class NirModule(nn.Module):
         self._build_dtype = dtype
         self.hoist = bool(hoist)
         self.compile_chunk = int(compile_chunk)
-        self._compiled: dict = {}  # compiled chunk runners by loop body
-        self._ops_cache: dict = {}
+        self._run_key = None  # (structure, Dynamics, dtype) once needed: compiled programs are shared by it
         # holds the module's device and dtype even for graphs without parameters
         self.register_buffer("_anchor", torch.zeros((), dtype=dtype), persistent=False)
         self.param_paths: dict[str, str] = {}
@@ -261,6 +271,41 @@ class NirModule(nn.Module):
         return {n: {f: getattr(self.get_submodule(path), f) for f in self._fields[n]}
                 for n, path in self.param_paths.items()}
 
+    @property
+    def kinds(self) -> dict[str, dict[str, str]]:
+        """``{node: {field: kind}}`` of every float parameter (:data:`nirbridge.nodes.PARAM_KINDS`)."""
+        return param_kinds(self.program)
+
+    def named_parameters_of_kind(self, kinds: Any = "weight"):
+        """``(state_dict key, parameter)`` of the parameters of these kinds (default: the weights and
+        biases of Affine, Linear, Conv and Scale nodes)."""
+        kinds = check_kinds(kinds)
+        for node, fields in self.kinds.items():
+            for f, k in fields.items():
+                if k in kinds and k != "structure":
+                    yield f"{self.param_paths[node]}.{f}", getattr(self.get_submodule(self.param_paths[node]), f)
+
+    def parameters_of_kind(self, kinds: Any = "weight"):
+        """The parameters of these kinds: ``torch.optim.Adam(module.parameters_of_kind())`` trains the
+        weights only. (Trained time constants are checked at every run under autograd: a time constant
+        that reached 0 or below raises a ParameterError naming it.)"""
+        return [p for _, p in self.named_parameters_of_kind(kinds)]
+
+    def _check_trained(self, params: Mapping) -> None:
+        """Under autograd, the time constants an optimizer may have moved must still be > 0 (one
+        small reduction per trained time constant, once per run, outside the loop)."""
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling():  # (a check is a graph break)
+            return
+        for node, fields in self.kinds.items():
+            for f, k in fields.items():
+                t = params[node][f]
+                if k == "time_constant" and t.requires_grad and t.device.type != "meta" and bool((t <= 0).any()):
+                    low = float(t.detach().min())
+                    raise node_error(ParameterError, node, f, f"a trained time constant reached {low:.3g} "
+                                     "(<= 0), which no update can run with",
+                                     "train the weights only (module.parameters_of_kind('weight')), lower the "
+                                     "learning rate, or clamp the time constant after each optimizer step")
+
     def extra_repr(self) -> str:
         plan = self.graph.plan
         return (f"{len(plan.steps)} nodes, inputs={list(plan.inputs)}, outputs={list(plan.outputs)}, "
@@ -269,10 +314,26 @@ class NirModule(nn.Module):
     # ------------------------------------------------------------------ running
     def _ops(self) -> TorchOps:
         dev = self._anchor.device
-        ops = self._ops_cache.get(dev)
+        ops = _OPS.get(dev)
         if ops is None:  # one per device: the loop body (and what compile=True compiles) is cached per ops
-            ops = self._ops_cache[dev] = TorchOps(dev)
+            ops = _OPS[dev] = TorchOps(dev)
         return ops
+
+    def _run_program(self) -> Program:
+        """The program ``run`` executes. With ``compile=True``, the one every module of the same
+        structure, Dynamics and dtype shares (so its compiled chunks are compiled once for all of
+        them, parameters being arguments); else the module's own."""
+        if not self.compile_chunk:
+            return self.program
+        if self._run_key is None:
+            self._run_key = (structure_key(self.graph), self.dynamics, self._build_dtype)
+        prog = _RUN_PROGRAMS.get(self._run_key)
+        if prog is None:
+            prog = _RUN_PROGRAMS[self._run_key] = self.program
+            while len(_RUN_PROGRAMS) > COMPILE_CACHE_SIZE:
+                _RUN_PROGRAMS.popitem(last=False)
+        _RUN_PROGRAMS.move_to_end(self._run_key)
+        return prog
 
     def _convert(self, v, dtype):
         if isinstance(v, torch.Tensor):
@@ -298,10 +359,12 @@ class NirModule(nn.Module):
         (by name) and state variable (by ``(node, var)``), as :func:`nirbridge.simulate` does.
         ``state`` continues from an earlier run (default: the initial state).
         """
-        prog = self.program
+        prog = self._run_program()
         ops = self._ops()
         inputs, T, B = normalize_inputs(prog, x, self._anchor.dtype, convert=self._convert)
-        coeffs = prepare(ops, prog, self.node_params())  # once per run, outside the loop
+        params = self.node_params()
+        self._check_trained(params)
+        coeffs = prepare(ops, prog, params)  # once per run, outside the loop
         carry = self._carry(ops, coeffs, state, B)
         rec = parse_record(prog, record)
         bar = progress_bar(T, progress, "torch")
@@ -318,10 +381,13 @@ class NirModule(nn.Module):
         """``iterate`` of ``compile=True``: the loop in ``torch.compile``-d chunks of ``compile_chunk`` steps
         (one compiled program per loop body, chunk length and input shapes)."""
 
+        prog = self._run_program()
+
         def iterate(body, coeffs, carry, xs, T):
-            fn = self._compiled.get(body)
+            key = ("torch.compile", body)  # kept with the program's loop bodies, and dropped with it
+            fn = prog._bodies.get(key)
             if fn is None:
-                fn = self._compiled[body] = torch.compile(functools.partial(_chunk, body), dynamic=False)
+                fn = prog._bodies[key] = torch.compile(functools.partial(_chunk, body), dynamic=False)
             K, parts = self.compile_chunk, []
             for t in range(0, T, K):
                 carry, ys = fn(coeffs, carry, {n: v[t : t + K] for n, v in xs.items()})
@@ -332,8 +398,8 @@ class NirModule(nn.Module):
 
         return iterate
 
-    def __getstate__(self):  # pickle / deepcopy: compiled functions and ops are rebuilt on demand
-        return {**self.__dict__, "_compiled": {}, "_ops_cache": {}}
+    def __getstate__(self):  # pickle / deepcopy: the shared compiled programs are found again by key
+        return {**self.__dict__, "_run_key": None}
 
     def _pick(self, outs: Mapping):
         names = self.program.outputs
@@ -441,8 +507,10 @@ def to_torch(graph: Any, dynamics: Dynamics, *, dtype: Any = torch.float32, hois
         compile: run the time loop as ``torch.compile``-d chunks of 8 steps (an int sets the chunk
             length): each chunk becomes one fused program, which removes most of the per-step
             overhead of eager torch. Compiling takes seconds, once per loop body (record set),
-            chunk length and input shape; later runs reuse it. (``torch.compile(module)`` also
-            works, but it unrolls the whole time loop into one program, which compiles slowly.)
+            chunk length and input shape; later runs reuse it, also in other modules of a graph
+            with the same structure, Dynamics and dtype (:data:`COMPILE_CACHE_SIZE` kept).
+            (``torch.compile(module)`` also works, but it unrolls the whole time loop into one
+            program, which compiles slowly.)
 
     The node updates are those of :mod:`nirbridge.kernels`; a kernel registered for torch only
     with ``nirbridge.register_kernel(type, factory, backend="torch")`` replaces the shared
