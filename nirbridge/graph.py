@@ -25,6 +25,7 @@ import numpy as np
 
 from ._util import text_table
 from .errors import GraphError, NotFoundError, ParameterError, ShapeError, node_error
+from .limits import MAX_NESTING, check_shape, deep_recursion
 from .nodes import SUBGRAPH, NodeSpec, check_params, get_spec, spec_for_nir
 
 __all__ = ["Graph", "Node", "Plan", "Step", "check_graph"]
@@ -40,8 +41,38 @@ class _FrozenList(tuple):
     __slots__ = ()
 
 
+def _is_tensor(value: Any) -> bool:
+    """A PyTorch (or similar) tensor, recognised without importing torch."""
+    return not isinstance(value, np.ndarray) and all(hasattr(value, a) for a in ("detach", "cpu", "numpy", "dtype"))
+
+
+def _tensor_to_numpy(value: Any, where: str = "?", field: str = "?") -> np.ndarray:
+    try:
+        return np.array(value.detach().cpu().numpy(), copy=True)
+    except (TypeError, RuntimeError, ValueError) as e:  # e.g. bfloat16, which NumPy has no dtype for
+        raise node_error(ParameterError, where, field, f"the tensor of dtype {value.dtype} has no NumPy "
+                         f"equivalent ({e})", "convert it first, e.g. tensor.float()") from None
+
+
+def _as_array(where: str, field: str, v: Any) -> Any:
+    """A float parameter as a NumPy array, without loss: tensors keep their dtype; lists, tuples and
+    Python numbers become ``np.asarray(v)``. Anything else is returned for check_params to name."""
+    if _is_tensor(v):
+        return _tensor_to_numpy(v, where, field)
+    if isinstance(v, (list, tuple)) or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+        try:
+            a = np.asarray(v)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise node_error(ParameterError, where, field, f"{v!r:.60} is not an array of numbers ({e})",
+                             f"pass np.asarray(...) for {field}") from None
+        return a if a.dtype.kind in "biuf" else v
+    return v
+
+
 def _freeze(value: Any) -> Any:
     """A private, read-only copy of a parameter value (arrays keep their dtype bit for bit)."""
+    if _is_tensor(value):
+        value = _tensor_to_numpy(value)
     if isinstance(value, np.ndarray):
         a = np.array(value, copy=True)
         a.flags.writeable = False
@@ -92,7 +123,7 @@ class Node:
         """A fresh ``nir`` node (or ``nir.NIRGraph``) with this node's parameters and metadata."""
         meta = _thaw(self.metadata)
         if self.subgraph is not None:
-            g = self.subgraph.to_nir()
+            g = self.subgraph._to_nir()
             g.metadata = meta
             return g
         kwargs = {k: _thaw(v) for k, v in self.params.items()}
@@ -106,7 +137,7 @@ class Node:
             return (
                 self.subgraph is not None
                 and other.subgraph is not None
-                and self.subgraph.equals(other.subgraph)
+                and self.subgraph._equals(other.subgraph)
                 and _values_equal(self.metadata, other.metadata)
             )
         return _values_equal(self.params, other.params) and _values_equal(self.metadata, other.metadata)
@@ -208,13 +239,31 @@ class Graph:
         self._metadata = _freeze(dict(metadata or {}))
         self._prefix = _prefix  # "sub." for a nested graph: errors name nodes by their flat names
         self._check_structure()
-        self._plan = None if _nested else _build_plan(self)
+        if _nested:
+            self._plan = None
+        else:
+            with deep_recursion():
+                self._plan = _build_plan(self)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_nir(cls, graph: nir.NIRGraph, *, _nested: bool = False, _prefix: str = "") -> Graph:
-        """Build a Graph from a ``nir.NIRGraph`` (which is not changed)."""
+    def from_nir(cls, graph: nir.NIRGraph, *, _nested: bool = False, _prefix: str = "", _depth: int = 0) -> Graph:
+        """Build a Graph from a ``nir.NIRGraph`` (which is not changed).
+
+        Parameters are kept bit for bit. Float parameters given as PyTorch tensors, lists or
+        Python numbers become NumPy arrays without loss (a tensor keeps its dtype, a list or a
+        Python float becomes what ``np.asarray`` makes of it: float64, int64)."""
+        if not _nested:
+            with deep_recursion():
+                return cls._from_nir(graph, _nested, _prefix, 0)
+        return cls._from_nir(graph, _nested, _prefix, _depth)
+
+    @classmethod
+    def _from_nir(cls, graph: nir.NIRGraph, _nested: bool, _prefix: str, _depth: int) -> Graph:
         where = _prefix.rstrip(".") or ROOT
+        if _depth > MAX_NESTING:
+            raise node_error(GraphError, where, "nodes", f"nested graphs go deeper than {MAX_NESTING} levels",
+                             "flatten the graph")
         if not isinstance(graph, nir.NIRGraph):
             raise node_error(GraphError, where, None, f"expected a nir.NIRGraph, got {type(graph).__name__}",
                              "wrap single nodes with nir.NIRGraph.from_list(...)")
@@ -226,7 +275,7 @@ class Graph:
             if not isinstance(name, str) or not name:
                 raise node_error(GraphError, f"{_prefix}{name!r}", "nodes",
                                  f"node name {name!r} is not a non-empty string", "name nodes by strings")
-            nodes[name] = _node_from_nir(name, obj, _prefix)
+            nodes[name] = _node_from_nir(name, obj, _prefix, _depth)
         edges = []
         for e in graph.edges:
             if not isinstance(e, (tuple, list, np.ndarray)) or len(e) != 2:
@@ -238,6 +287,10 @@ class Graph:
 
     def to_nir(self) -> nir.NIRGraph:
         """A fresh ``nir.NIRGraph`` with this graph's nodes, edges and metadata."""
+        with deep_recursion():
+            return self._to_nir()
+
+    def _to_nir(self) -> nir.NIRGraph:
         nodes = {name: node.to_nir() for name, node in self._nodes.items()}
         return nir.NIRGraph(
             nodes=nodes, edges=[tuple(e) for e in self._edges], metadata=_thaw(self._metadata),
@@ -274,7 +327,8 @@ class Graph:
     def plan(self) -> Plan:
         """The flattened execution plan (see the module docstring)."""
         if self._plan is None:
-            self._plan = _build_plan(self)
+            with deep_recursion():
+                self._plan = _build_plan(self)
         return self._plan
 
     def node(self, name: str) -> Node:
@@ -294,10 +348,14 @@ class Graph:
 
         Nodes compare by name, not by their order in the mapping: a NIR file keeps nodes sorted by
         name, so ``nb.load(path)`` after ``nb.save(g, path)`` equals ``g``. Edges compare in order."""
+        with deep_recursion():
+            return self._equals(other)
+
+    def _equals(self, other: Graph) -> bool:
         return (
             isinstance(other, Graph)
             and set(self._nodes) == set(other._nodes)
-            and all(self._nodes[k].equals(other._nodes[k]) for k in self._nodes)
+            and all(self._nodes[k].equals(other._nodes[k]) for k in self._nodes)  # noqa: SIM110
             and self._edges == other._edges
             and _values_equal(self._metadata, other._metadata)
         )
@@ -307,7 +365,8 @@ class Graph:
         (this graph itself when ``params`` is empty: a Graph never changes)."""
         if not params:
             return self
-        return _replace(self, dict(params), prefix="")
+        with deep_recursion():
+            return _replace(self, dict(params), prefix="")
 
     # ------------------------------------------------------------------ display
     def summary(self) -> str:
@@ -406,24 +465,35 @@ def _fmt(shape: Shape | None) -> str:
     return "?" if shape is None else "x".join(str(d) for d in shape) or "()"
 
 
-def _node_from_nir(name: str, obj: Any, prefix: str = "") -> Node:
+def _node_from_nir(name: str, obj: Any, prefix: str = "", depth: int = 0) -> Node:
     if isinstance(obj, nir.NIRGraph):
-        sub = Graph.from_nir(obj, _nested=True, _prefix=prefix + name + ".")
+        sub = Graph.from_nir(obj, _nested=True, _prefix=prefix + name + ".", _depth=depth + 1)
         meta = obj.metadata if isinstance(obj.metadata, Mapping) else {}
         return Node(name, SUBGRAPH, MappingProxyType({}), _freeze(dict(meta)), sub)
     spec = spec_for_nir(obj, prefix + name)
     params = {}
     for f in spec.fields:
-        params[f] = _freeze(getattr(obj, f))
+        v = getattr(obj, f)
+        if f in spec.float_params:
+            v = _as_array(prefix + name, f, v)
+        params[f] = _freeze(v)
     meta = getattr(obj, "metadata", None)
     meta = meta if isinstance(meta, Mapping) else {}
     return Node(name, spec.type, MappingProxyType(params), _freeze(dict(meta)))
 
 
 def _nested_candidates(nodes: Mapping[str, Node], end: str) -> list[str]:
-    """Nested graphs whose name is a dotted prefix of ``end``, longest name first."""
-    return sorted((s for s, node in nodes.items() if node.subgraph is not None and end.startswith(s + ".")),
-                  key=len, reverse=True)
+    """Nested graphs whose name is a dotted prefix of ``end``, longest name first (found by trying
+    each dot of ``end``: time linear in the length of the name, not in the number of nodes)."""
+    out = []
+    i = end.rfind(".")
+    while i > 0:
+        s = end[:i]
+        node = nodes.get(s)
+        if node is not None and node.subgraph is not None:
+            out.append(s)
+        i = end.rfind(".", 0, i)
+    return out
 
 
 def _resolvable(nodes: Mapping[str, Node], end: str) -> bool:
@@ -457,46 +527,74 @@ def _replace(g: Graph, params: dict, prefix: str) -> Graph:
 
 
 # ---------------------------------------------------------------------- the execution plan
-def _flatten(g: Graph, prefix: str, flat: dict, edges: list, top: bool) -> None:
-    for name, node in g.nodes.items():
-        fname = prefix + name
-        if node.subgraph is not None:
-            _flatten(node.subgraph, fname + ".", flat, edges, top=False)
+def _flatten(g: Graph, flat: dict, edges: list) -> None:
+    """Every leaf node of ``g`` and its nested graphs under its flat name, and every edge between
+    flat names. A nested node ``lif`` of ``sub`` is ``sub.lif``; a node whose own name holds dots
+    and clashes with such a name (a node named ``sub.lif`` beside a nested ``sub`` holding ``lif``,
+    legal in NIR) is written in brackets, ``[sub.lif]``, so both stay addressable."""
+    leaves: list[tuple[Any, str, str, Node, str]] = []  # (graph key, local name, flat name, node, role)
+    raw_edges: list[tuple[Graph, str, str, str]] = []
+    stack = [(g, "", True, iter(g.nodes.items()))]  # pre-order, as a recursive walk would go
+    while stack:
+        sub, prefix, top, it = stack[-1]
+        item = next(it, None)
+        if item is None:
+            stack.pop()
+            raw_edges.extend((sub, prefix, a, b) for a, b in sub.edges)
             continue
+        name, node = item
+        if node.subgraph is not None:
+            stack.append((node.subgraph, prefix + name + ".", False, iter(node.subgraph.nodes.items())))
+            continue
+        role = "compute"
+        if node.type in ("Input", "Output"):
+            role = ("input" if node.type == "Input" else "output") if top else "identity"
+        leaves.append((id(sub.nodes), name, prefix + name, node, role))
+    counts: dict[str, int] = {}
+    for _, _, fname, _, _ in leaves:
+        counts[fname] = counts.get(fname, 0) + 1
+    key_to_flat: dict[tuple[int, str], str] = {}
+    for key, name, fname, node, role in leaves:
+        if counts[fname] > 1 and "." in name:
+            fname = fname[: len(fname) - len(name)] + f"[{name}]"
         if fname in flat:
             raise node_error(GraphError, fname, "nodes",
                              f"two nodes have the flat name {fname!r} (a dotted name clashes with a nested node)",
                              "rename one of them")
-        role = "compute"
-        if node.type in ("Input", "Output"):
-            role = ("input" if node.type == "Input" else "output") if top else "identity"
         flat[fname] = (node, role)
-    for a, b in g.edges:
-        edges.append((_resolve(g.nodes, prefix, a, "source"), _resolve(g.nodes, prefix, b, "target")))
+        key_to_flat[(key, name)] = fname
+    for sub, prefix, a, b in raw_edges:
+        edges.append((key_to_flat[_resolve(sub.nodes, prefix, a, "source")],
+                      key_to_flat[_resolve(sub.nodes, prefix, b, "target")]))
 
 
-def _resolve(nodes: Mapping[str, Node], prefix: str, end: str, role: str) -> str:
-    if end in nodes:
-        node = nodes[end]
-        if node.subgraph is None:
-            return prefix + end
-        cands = node.subgraph.inputs if role == "target" else node.subgraph.outputs
-        kind = "Input" if role == "target" else "Output"
-        if len(cands) != 1:
-            raise node_error(GraphError, prefix + end, "edges",
-                             f"an edge uses nested graph {end!r} as {role} but it has {len(cands)} {kind} nodes "
-                             f"{cands}", f"name one in the edge, e.g. '{end}.{cands[0] if cands else kind}'")
-        return _resolve(node.subgraph.nodes, prefix + end + ".", cands[0], role)
-    for s in _nested_candidates(nodes, end):
-        if _resolvable(nodes[s].subgraph.nodes, end[len(s) + 1 :]):
-            return _resolve(nodes[s].subgraph.nodes, prefix + s + ".", end[len(s) + 1 :], role)
-    raise node_error(GraphError, prefix + end, "edges", "edge end does not name a node", "fix the edge")
+def _resolve(nodes: Mapping[str, Node], prefix: str, end: str, role: str) -> tuple[int, str]:
+    """The leaf node an edge end names: ``(id of its graph's node mapping, its local name)``."""
+    while True:
+        if end in nodes:
+            node = nodes[end]
+            if node.subgraph is None:
+                return (id(nodes), end)
+            cands = node.subgraph.inputs if role == "target" else node.subgraph.outputs
+            kind = "Input" if role == "target" else "Output"
+            if len(cands) != 1:
+                raise node_error(GraphError, prefix + end, "edges",
+                                 f"an edge uses nested graph {end!r} as {role} but it has {len(cands)} {kind} "
+                                 f"nodes {cands}", f"name one in the edge, e.g. '{end}.{cands[0] if cands else kind}'")
+            nodes, prefix, end = node.subgraph.nodes, prefix + end + ".", cands[0]
+            continue
+        for s in _nested_candidates(nodes, end):
+            if _resolvable(nodes[s].subgraph.nodes, end[len(s) + 1 :]):
+                nodes, prefix, end = nodes[s].subgraph.nodes, prefix + s + ".", end[len(s) + 1 :]
+                break
+        else:
+            raise node_error(GraphError, prefix + end, "edges", "edge end does not name a node", "fix the edge")
 
 
 def _build_plan(g: Graph) -> Plan:
     flat: dict[str, tuple[Node, str]] = {}
     edges: list[tuple[str, str]] = []
-    _flatten(g, "", flat, edges, top=True)
+    _flatten(g, flat, edges)
     seen: set[tuple[str, str]] = set()
     for a, b in edges:  # e.g. ("a", "sub") and ("a", "sub.input"): one edge, summed twice
         if (a, b) not in seen:
@@ -589,15 +687,15 @@ def _build_plan(g: Graph) -> Plan:
             raise node_error(ShapeError, n, _shape_field(spec, tuple(expected), in_shape),
                              f"{node.type} expects input shape {_fmt(expected)} but receives {_fmt(in_shape)} "
                              f"from {src}", "make the parameter shapes match the incoming shape")
-        o = spec.output_shape(n, node.params, in_shape)
+        o = check_shape(n, "output", spec.output_shape(n, node.params, in_shape))
         out_shape[n] = tuple(o)
         steps.append(Step(n, node, sources, in_shape, tuple(o), role))
+    in_shape_of = {s.name: s.input_shape for s in steps}
     for a, b in sorted(recurrent):
-        tgt = next(s for s in steps if s.name == b)
-        if out_shape[a] != tgt.input_shape:
+        if out_shape[a] != in_shape_of[b]:
             raise node_error(ShapeError, b, "input",
                              f"recurrent edge from {a!r} carries shape {_fmt(out_shape[a])}, the node takes "
-                             f"{_fmt(tgt.input_shape)}", "make the recurrent weights map back to the node's shape")
+                             f"{_fmt(in_shape_of[b])}", "make the recurrent weights map back to the node's shape")
     return Plan(tuple(steps), tuple(inputs), tuple(outputs), tuple(sorted(recurrent)))
 
 

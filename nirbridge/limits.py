@@ -78,11 +78,11 @@ def check_delay_steps(node: str, steps: Any, dt: float) -> None:
 
 
 @contextlib.contextmanager
-def deep_recursion(depth: int, frames_per_level: int = 8) -> Iterator[None]:
-    """Raise Python's recursion limit for the walk over a graph nested ``depth`` deep (nested graphs
-    are walked recursively: a handful of frames per level)."""
+def deep_recursion(depth: int | None = None, frames_per_level: int = 8) -> Iterator[None]:
+    """Raise Python's recursion limit for a walk over a graph nested ``depth`` deep (default
+    :data:`MAX_NESTING`; nested graphs are walked recursively, a handful of frames per level)."""
     old = sys.getrecursionlimit()
-    need = depth * frames_per_level + 1000
+    need = (MAX_NESTING if depth is None else depth) * frames_per_level + 1000
     if need > old:
         sys.setrecursionlimit(need)
     try:

@@ -7,7 +7,6 @@ against nirbridge's own shape rules."""
 from __future__ import annotations
 
 import re
-import time
 
 import nir
 import numpy as np
@@ -44,9 +43,7 @@ def _flat_edges_of_file(name):
 
 @pytest.mark.parametrize("name", PAPER)
 def test_paper_graph_loads_with_valid_plan(name):
-    t0 = time.perf_counter()
-    g = nb.load(examples.path(name))
-    assert time.perf_counter() - t0 < 1.0  # a hang, as NIRTorch's on some graphs, fails here
+    g = nb.load(examples.path(name))  # (load time: benchmarks/load_plan.py)
     edges, node_names = _flat_edges_of_file(name)
     assert sorted(g.plan.names) == sorted(node_names)
     assert list(g.edges) == edges
@@ -212,15 +209,13 @@ def _io(n):
 
 
 def _load_both_ways(nir_graph, tmp_path):
-    """The Graph from memory and from a file written by nir.write; each within a second."""
-    t0 = time.perf_counter()
+    """The Graph from memory and from a file written by nir.write."""
     g = nb.Graph.from_nir(nir_graph)
     g.plan  # noqa: B018
     p = tmp_path / "g.nir"
     nir.write(p, nir_graph)
     g2 = nb.load(p)
     g2.plan  # noqa: B018
-    assert time.perf_counter() - t0 < 1.0
     assert g.equals(g2)
     return g, g2
 
@@ -349,8 +344,8 @@ def test_replace_params_gives_a_new_validated_graph():
         g.replace_params({"nope": {"weight": w}})
 
 
-def test_a_long_graph_plans_fast():
-    # 2000 dotted names in a chain with a recurrent edge every 100 nodes: plan time grows ~linearly
+def test_a_long_graph_plans():
+    # 2000 dotted names in a chain with a recurrent edge every 100 nodes (timings: benchmarks/load_plan.py)
     n = 2000
     nodes = {"input": nir.Input(input_type={"input": np.array([2])})}
     edges, prev = [], "input"
@@ -363,8 +358,6 @@ def test_a_long_graph_plans_fast():
         prev = name
     nodes["output"] = _io(2)[1]
     edges.append((prev, "output"))
-    t0 = time.perf_counter()
     g = nb.Graph.from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
-    assert time.perf_counter() - t0 < 1.0
     assert g.plan.names == ("input", *(f"layer.{i}" for i in range(n)), "output")
     assert g.plan.recurrent == tuple(sorted((f"layer.{i}", f"layer.{i - 99}") for i in range(99, n, 100)))
