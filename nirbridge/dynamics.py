@@ -152,8 +152,18 @@ class Dynamics:
 
     def __post_init__(self):
         try:
+            self._validate()
+        except DynamicsError:
+            raise
+        except (TypeError, ValueError, OverflowError, ArithmeticError) as e:  # a value no check foresaw
+            raise DynamicsError(f"Dynamics(...) got a value it cannot use ({type(e).__name__}: {e}). "
+                                "Fix: give dt as a number of seconds and every other setting as one of the "
+                                "documented choices") from None
+
+    def _validate(self) -> None:
+        try:
             dt = float(self.dt)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise DynamicsError(
                 f"Dynamics.dt must be a number of seconds, got {self.dt!r}. Fix: e.g. dt=1e-4"
             ) from None
@@ -164,15 +174,15 @@ class Dynamics:
             v = getattr(self, name)
             if name == "voltage" and v is None:
                 continue
-            if isinstance(v, bool) or v not in allowed:
-                raise DynamicsError(f"Dynamics.{name}={v!r} is not one of {allowed}. Fix: pick one of them")
+            if not _is_choice(v, allowed):
+                raise DynamicsError(f"Dynamics.{name}={v!r:.80} is not one of {allowed}. Fix: pick one of them")
         object.__setattr__(self, "output_delay", int(self.output_delay))
         _check_voltage(self.reset_timing, self.voltage, "")
         try:
             slope = float(self.surrogate_slope)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             slope = float("nan")
-        if not slope > 0:
+        if not 0 < slope < float("inf"):
             raise DynamicsError(f"Dynamics.surrogate_slope must be a number > 0, got {self.surrogate_slope!r}. "
                                 "Fix: e.g. surrogate_slope=25.0 (the default)")
         object.__setattr__(self, "surrogate_slope", slope)
@@ -245,6 +255,22 @@ def set_preset_lookup(lookup: Any) -> None:
     _PRESET_LOOKUP["preset"] = lookup
 
 
+def _is_choice(v: Any, allowed: tuple) -> bool:
+    """Whether ``v`` is one of ``allowed`` (strings or ints), without asking ``==`` of arrays or
+    other objects that answer it with something else than a bool."""
+    if isinstance(v, str):
+        v = str(v)  # np.str_ and other str subclasses
+    elif isinstance(v, bool) or not isinstance(v, int):
+        import numbers
+
+        if not (isinstance(v, numbers.Integral) and not isinstance(v, bool)):
+            return False
+        v = int(v)
+    else:
+        v = int(v)
+    return any(type(a) is type(v) and a == v for a in allowed)
+
+
 def _check_voltage(timing: str, voltage: str | None, where: str) -> None:
     if timing == "late" and voltage == "post":
         raise DynamicsError(
@@ -266,12 +292,12 @@ def _normalize_by_type(d: Dynamics) -> tuple:
         if not isinstance(t, str) or not isinstance(items, Mapping):
             raise DynamicsError(f"Dynamics.by_type entry {t!r}: {items!r} is not node type: {{setting: value}}. "
                                 "Fix: e.g. by_type={'CubaLIF': {'reset_timing': 'same'}}")
-        bad = sorted(set(items) - set(_PER_TYPE))
+        bad = sorted(map(repr, set(items) - set(_PER_TYPE)))
         if bad:
             raise DynamicsError(f"Dynamics.by_type[{t!r}] sets {bad}, which cannot differ per node type. "
                                 f"Fix: use only {list(_PER_TYPE)}")
         for k, v in items.items():
-            if isinstance(v, bool) or v not in _CHOICES[k]:
+            if not _is_choice(v, _CHOICES[k]):
                 raise DynamicsError(f"Dynamics.by_type[{t!r}][{k!r}]={v!r} is not one of {_CHOICES[k]}. "
                                     "Fix: pick one of them")
         timing = items.get("reset_timing", d.reset_timing)

@@ -19,6 +19,7 @@ __all__ = [
     "InputError",
     "MissingDependencyError",
     "NotFoundError",
+    "NonFiniteError",
     "NirBridgeWarning",
 ]
 
@@ -68,6 +69,14 @@ class NotFoundError(NirBridgeError, KeyError):
 
     def __str__(self) -> str:  # KeyError would show the message quoted
         return str(self.args[0]) if self.args else ""
+
+
+class NonFiniteError(NirBridgeError, FloatingPointError):
+    """A simulation went NaN or infinite (``simulate(..., check_finite=True)``); ``node`` and
+    ``step`` say where it happened first."""
+
+    node: str | None = None
+    step: int | None = None
 
 
 class NirBridgeWarning(UserWarning):

@@ -8,6 +8,7 @@ nirbridge looks node types up here; nothing dispatches on an if/elif chain of ty
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -17,6 +18,7 @@ import nir
 import numpy as np
 
 from .errors import ParameterError, ShapeError, UnknownNodeError, UnsupportedError, node_error
+from .limits import MAX_DIM, check_delay_steps, check_geometry, check_shape  # noqa: F401 (kernels use check_delay_steps)
 
 __all__ = ["NodeSpec", "NODE_SPECS", "PARAM_KINDS", "check_params", "get_spec", "register_node", "spec_for_nir"]
 
@@ -206,7 +208,11 @@ def conv_geometry(node: str, p: Mapping[str, Any], nd: int) -> dict:
     for f, vals in (("stride", stride), ("dilation", dilation)):
         if min(vals) < 1:
             raise node_error(ParameterError, node, f, f"{f} {vals} has a value < 1", f"use {f} >= 1")
+    check_geometry(node, "weight", kernel)
+    check_geometry(node, "stride", stride)
+    check_geometry(node, "dilation", dilation)
     padding = _conv_padding(node, p, nd, kernel, dilation)
+    check_geometry(node, "padding", [q for pair in padding for q in pair])
     return dict(kernel=kernel, stride=stride, dilation=dilation, groups=groups, padding=padding)
 
 
@@ -226,10 +232,10 @@ def _conv_expected(nd: int):
             raise node_error(ShapeError, node, "input_shape", f"input_shape {p['input_shape']!r} is not one integer",
                              "give the input length as a single integer")
         spatial = _ints(node, "input_shape", p["input_shape"])
-        if len(spatial) != nd or min(spatial) < 1:
+        if len(spatial) != nd or min(spatial) < 1 or max(spatial) > MAX_DIM:
             raise node_error(ShapeError, node, "input_shape", f"input_shape {spatial} is not {nd} positive sizes",
                              f"give the {nd} spatial sizes of the input (without channels)")
-        return (int(w.shape[1]) * g["groups"], *spatial)
+        return check_shape(node, "input_shape", (int(w.shape[1]) * g["groups"], *spatial))
 
     return expected
 
@@ -267,6 +273,7 @@ def pool_geometry(node: str, p: Mapping[str, Any]) -> dict:
     for f, vals, lo in (("kernel_size", kernel, 1), ("stride", stride, 1), ("padding", padding, 0)):
         if min(vals) < lo:
             raise node_error(ParameterError, node, f, f"{f} {vals} has a value < {lo}", f"use {f} >= {lo}")
+        check_geometry(node, f, vals)
     return dict(kernel=kernel, stride=stride, padding=padding)
 
 
@@ -315,14 +322,14 @@ def _flatten_expected(node: str, p: Mapping[str, Any]) -> Shape | None:
     shape = it.get("input") if isinstance(it, Mapping) else it
     if shape is None:
         return None
-    shp = _ints(node, "input_type", shape)
+    shp = check_shape(node, "input_type", _ints(node, "input_type", shape))
     flatten_dims(node, p, shp)  # the dims must fit the declared input shape
     return shp
 
 
 def _flatten_output(node: str, p: Mapping[str, Any], s: Shape) -> Shape:
     a, b = flatten_dims(node, p, s)
-    return (*s[:a], int(np.prod(s[a : b + 1])), *s[b + 1 :])
+    return check_shape(node, "input_type", (*s[:a], math.prod(s[a : b + 1]), *s[b + 1 :]))
 
 
 def _dense_expected(node: str, p: Mapping[str, Any]) -> Shape:
@@ -352,12 +359,7 @@ def _io_expected(key: str, sub: str):
         shape = t.get(sub) if isinstance(t, Mapping) else t
         if shape is None:
             return None
-        shp = _ints(node, key, shape)
-        if any(d < 1 for d in shp):
-            raise node_error(
-                ShapeError, node, key, f"shape {shp} has a non-positive size", "give positive sizes"
-            )
-        return shp
+        return check_shape(node, key, _ints(node, key, shape))
 
     return expected
 

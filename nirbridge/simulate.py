@@ -6,13 +6,14 @@ from typing import Any
 
 from .backends import get_backend
 from .dynamics import Dynamics
-from .io import as_graph
+from .validate import check_simulate_args, finite_run
 
 __all__ = ["simulate"]
 
 
 def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference", *,
-             record: Any = None, dtype: Any = "float32", progress: bool = False) -> dict:
+             record: Any = None, dtype: Any = "float32", progress: bool = False,
+             check_finite: bool = False) -> dict:
     """Simulate ``graph`` on input ``x`` with ``dynamics``, in one backend.
 
     Args:
@@ -26,6 +27,8 @@ def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference",
             variables, or ``"all"``.
         dtype: ``"float32"`` (default) or ``"float64"``.
         progress: show a progress bar over time steps (reference and torch backends).
+        check_finite: raise :class:`~nirbridge.errors.NonFiniteError` naming the first node and
+            time step whose output or state went NaN or infinite (the run records every node).
 
     Repeated calls are cheap: the JAX backend compiles a graph's program once per structure
     (nodes, edges, shapes, Dynamics, dtype) and runs later calls, with new parameter values
@@ -45,5 +48,7 @@ def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference",
     >>> [round(float(v), 4) for v in out[("lif", "v")][:, 0, 0]]
     [0.1, 0.19, 0.0, 0.1]
     """
-    graph = as_graph(graph, "simulate")
+    graph, x, record, dtype = check_simulate_args(graph, x, dynamics, backend, record, dtype, progress, check_finite)
+    if check_finite:
+        return finite_run(get_backend(backend), graph, dynamics, x, record, dtype, progress)
     return get_backend(backend).simulate(graph, dynamics, x, record=record, dtype=dtype, progress=progress)

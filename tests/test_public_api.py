@@ -56,6 +56,7 @@ ERRORS = {  # error class -> the builtin it also is
     "InputError": ValueError,
     "MissingDependencyError": ImportError,
     "NotFoundError": KeyError,
+    "NonFiniteError": FloatingPointError,
 }
 
 

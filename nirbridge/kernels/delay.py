@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import DynamicsError, node_error
+from ..nodes import check_delay_steps
 from .base import Kernel, NoState, register_kernel
 
 
@@ -29,6 +30,7 @@ def delay_steps(name: str, delay: Any, dt: float) -> np.ndarray:
     (within 1e-6) raises :class:`~nirbridge.errors.DynamicsError` naming the node."""
     delay = np.asarray(delay, dtype=np.float64)
     steps = delay / dt
+    check_delay_steps(name, steps, dt)  # finite and within a buffer's depth, before rounding
     rounded = np.round(steps)
     bad = np.abs(steps - rounded) > 1e-6 * np.maximum(1.0, np.abs(steps))
     if np.any(bad):
