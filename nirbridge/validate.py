@@ -49,15 +49,14 @@ def _record(g: Graph, record: Any) -> Any:
     out: list = []
     plan = g.plan
     for r in entries:
-        if isinstance(r, list) and len(r) == 2 and all(isinstance(a, str) for a in r):
-            r = tuple(r)
         if isinstance(r, str):
             node = r
         elif isinstance(r, tuple) and len(r) == 2 and all(isinstance(a, str) for a in r):
             node = r[0]
+        elif isinstance(r, tuple):
+            raise InputError(f"record entry {r!r:.60} is not (node, state variable) as two strings. {fix}")
         else:
-            raise InputError(f"record entry {r!r:.60} is not a node name, and is not (node, state variable) "
-                             f"as two strings. {fix}")
+            raise InputError(f"record entry {r!r:.60} is neither a node name nor a (node, state variable) tuple. {fix}")
         if node not in plan and isinstance(r, tuple):
             raise InputError(f"record entry {r!r} is not (node, state variable) of a node in the graph. "
                              f"Fix: nodes are {list(plan.names)[:20]}")
