@@ -16,8 +16,9 @@ without touching HDF5 again. The reader guarantees, for any file:
 * small datasets are read first and handed to a ``precheck`` callback (so shape rules run on the
   declared shapes before large weights are decompressed);
 * **no hang**: a damaged file can make the HDF5 library loop inside a C call, which no Python code
-  can interrupt. Where the platform can fork, the read runs in a child process with a deadline
-  (and an address-space limit), killed when it runs over; the caller gets a
+  can interrupt. Where the platform can fork, the read runs in a child process (with an
+  address-space limit) that reports its progress, killed when no progress comes for ``timeout``
+  seconds; the caller gets a
   :class:`~nirbridge.errors.FileFormatError` instead of a process that never returns. Forking
   costs a few milliseconds; everything after the read (building the graph) runs in the caller.
 
@@ -43,8 +44,8 @@ __all__ = ["H5Tree", "read_tree", "DEFAULT_MAX_BYTES", "DEFAULT_TIMEOUT"]
 
 #: the default total of declared dataset sizes a file may hold (``nb.load(path, max_bytes=...)``)
 DEFAULT_MAX_BYTES = 1 << 30
-#: the default deadline in seconds for reading one file (``nb.load(path, timeout=...)``), plus one
-#: second per 100 MB of file
+#: the default deadline in seconds (``nb.load(path, timeout=...)``) for a read that makes no progress
+#: (one HDF5 call that does not return), plus one second per 100 MB of file
 DEFAULT_TIMEOUT = 10.0
 #: deepest group nesting read (a NIR graph nested 1000 deep has about 2000 levels of groups)
 MAX_GROUP_DEPTH = 4200
@@ -63,7 +64,7 @@ class H5Tree:
 
     groups: dict[str, list[str]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
-    declared: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    declared: dict[str, tuple[tuple[int, ...], str, int]] = field(default_factory=dict)
 
 
 Where = Callable[[str], "tuple[str, str | None]"]
@@ -91,13 +92,14 @@ def read_tree(path: str, fname: str, where: Where, *, max_bytes: int | None = No
         isolate = hasattr(os, "fork")
     if not isolate:
         return job.run()
-    return _in_child(job.run, float(timeout), max_bytes, fname)
+    return _in_child(job, float(timeout), max_bytes, fname)
 
 
 class _Reader:
     def __init__(self, path, fname, where, max_bytes, field_limits, precheck):
         self.path, self.fname, self.where = path, fname, where
         self.max_bytes, self.field_limits, self.precheck = max_bytes, field_limits, precheck
+        self.beat: Callable[[], None] = lambda: None  # progress signal (the child sends it to the parent)
 
     def fail(self, h5path: str, problem: str, fix: str = "re-export the file") -> NirBridgeError:
         node, fld = self.where(h5path)
@@ -114,15 +116,12 @@ class _Reader:
                 "not a NIR file. Fix: re-export or re-download the file") from None
         try:
             with f:
-                tree, pending = self._walk(f)
-                for p, ds in pending:
-                    if ds.nbytes <= _SMALL:
-                        tree.data[p] = self._read(p, ds)
+                tree, pending = self._walk(f)  # reads the small datasets on the way
                 if self.precheck is not None:
                     self.precheck(tree)
                 for p, ds in pending:
-                    if p not in tree.data:
-                        tree.data[p] = self._read(p, ds)
+                    self.beat()
+                    tree.data[p] = self._read(p, h5py.Dataset(ds))
                 return tree
         except NirBridgeError:
             raise
@@ -135,55 +134,77 @@ class _Reader:
             ) from None
 
     def _walk(self, f: Any) -> tuple[H5Tree, list]:
-        import h5py
+        """One pass over the links of every group, with h5py's low-level API: a group's links and
+        the addresses they point to come in one call, so the identity check opens nothing."""
+        from h5py import h5d, h5g, h5l, h5o
 
         tree = H5Tree()
-        seen = {h5py.h5o.get_info(f.id).addr}
+        self.declared_of = tree.declared.__getitem__
+        seen = {h5o.get_info(f.id).addr}
         pending: list = []
         total = 0
-        stack = [("", f, 0)]
+        stack = [("", f.id, 0)]
         while stack:
-            gpath, group, depth = stack.pop()
+            gpath, gid, depth = stack.pop()
+            self.beat()
             if depth > MAX_GROUP_DEPTH:
                 raise self.fail(gpath, f"is nested {depth} groups deep (at most {MAX_GROUP_DEPTH} are read)",
                                 "flatten the graph or its metadata")
-            names = list(group.keys())
-            tree.groups[gpath] = names
+            entries: list = []
+            gid.links.iterate(lambda n, info, out=entries: out.append((n, info.type, info.u)), info=True)
+            names = []
             subgroups = []
-            for key in names:
+            for raw, kind, addr in entries:
+                try:
+                    key = raw.decode("utf8")
+                except UnicodeDecodeError:
+                    raise self.fail(f"{gpath}/{raw.decode('utf8', 'replace')}", "has a name that is not UTF-8 text",
+                                    "re-export the file with text names") from None
+                names.append(key)
                 p = f"{gpath}/{key}" if gpath else key
-                link = group.get(key, getlink=True)
-                if isinstance(link, h5py.ExternalLink):
-                    raise self.fail(p, f"is an external link to {link.filename}:{link.path}; NIR files must be "
-                                    "self-contained", "re-export the graph into one file")
-                if isinstance(link, h5py.SoftLink):
-                    raise self.fail(p, f"is a soft link to {link.path}; NIR files hold no links", "re-export the graph")
-                if not isinstance(link, h5py.HardLink):
-                    raise self.fail(p, f"is a {type(link).__name__}, not a group or a dataset")
-                obj = group.get(key)
-                info = h5py.h5o.get_info(obj.id)
-                if info.addr in seen or info.rc != 1:
-                    raise self.fail(p, f"is a second hard link to an object the file holds elsewhere ({info.rc} links;"
-                                    " a shared or cyclic group); NIR files are trees", "re-export the graph")
-                seen.add(info.addr)
-                if isinstance(obj, h5py.Group):
+                if kind == h5l.TYPE_EXTERNAL:
+                    try:
+                        target = ":".join(x.decode("utf8", "replace") for x in gid.links.get_val(raw))
+                    except Exception:  # a damaged link value: the message names the link anyway
+                        target = "another file"
+                    raise self.fail(p, f"is an external link to {target}; NIR files must be self-contained",
+                                    "re-export the graph into one file")
+                if kind == h5l.TYPE_SOFT:
+                    try:
+                        target = gid.links.get_val(raw).decode("utf8", "replace")
+                    except Exception:  # a damaged link value: the message names the link anyway
+                        target = "another path"
+                    raise self.fail(p, f"is a soft link to {target}; NIR files hold no links", "re-export the graph")
+                if kind != h5l.TYPE_HARD:
+                    raise self.fail(p, f"is a link of kind {kind}, not a group or a dataset")
+                if addr in seen:  # the second path to an object (a DAG), or a path back to an ancestor
+                    raise self.fail(p, "is a second hard link to an object the file holds elsewhere (a shared "
+                                    "or cyclic group); NIR files are trees", "re-export the graph")
+                seen.add(addr)
+                obj = h5o.open(gid, raw)
+                if isinstance(obj, h5g.GroupID):
                     subgroups.append((p, obj, depth + 1))
-                elif isinstance(obj, h5py.Dataset):
+                elif isinstance(obj, h5d.DatasetID):
+                    plist = obj.get_create_plist()
+                    if plist.get_layout() == h5d.VIRTUAL or plist.get_external_count():
+                        raise self.fail(p, "stores its data outside the file (virtual or external dataset)",
+                                        "re-export the graph into one file")
                     total += self._declare(p, key, obj, tree)
                     if total > self.max_bytes:
                         raise self.fail(p, f"brings the declared data of the file to {total} bytes, over the "
                                         f"budget of {self.max_bytes} bytes", "pass a larger max_bytes to "
                                         "nb.load if the file is trusted, or re-export it")
-                    pending.append((p, obj))
+                    if tree.declared[p][2] <= _SMALL:
+                        tree.data[p] = self._read_small(p, obj)
+                    else:
+                        pending.append((p, obj))
                 else:
                     raise self.fail(p, f"is a {type(obj).__name__}, not a group or a dataset")
+            tree.groups[gpath] = names
             stack.extend(reversed(subgroups))  # depth first, in file order
         return tree, pending
 
     def _declare(self, p: str, key: str, ds: Any, tree: H5Tree) -> int:
-        if ds.is_virtual or ds.external:
-            raise self.fail(p, "stores its data outside the file (virtual or external dataset)",
-                            "re-export the graph into one file")
         dt = ds.dtype
         if dt.kind not in "biufcSUO" or dt.fields is not None or dt.subdtype is not None:
             raise self.fail(p, f"has dtype {dt}, which a NIR file never holds")
@@ -196,12 +217,35 @@ class _Reader:
             raise self.fail(p, f"declares {n} elements (shape {shape}); this field holds at most {limit}")
         nbytes = n * dt.itemsize
         if nbytes > _BIG:
-            stored = ds.id.get_storage_size()
+            stored = ds.get_storage_size()
             if nbytes > _MAX_EXPANSION * max(stored, 1):
                 raise self.fail(p, f"declares shape {shape} ({nbytes} bytes) but the file stores {stored} bytes "
                                 "of it; the file is corrupt")
-        tree.declared[p] = (shape, dt.str)
+        tree.declared[p] = (shape, dt.str, nbytes)
         return nbytes
+
+    def _read_small(self, p: str, obj: Any) -> Any:
+        """A small dataset's value as ``ds[()]`` gives it; numbers through the low-level API (no
+        high-level Dataset object per field: files with 10,000 nodes hold 30,000 of them)."""
+        import h5py
+        import numpy as np
+        from h5py import h5s, h5t
+
+        shape, dts, _ = self.declared_of(p)
+        dt = np.dtype(dts)
+        vlen_text = dt.kind == "O" and h5py.check_string_dtype(obj.dtype) is not None
+        if (dt.kind in "biufc" or vlen_text) and obj.get_space().get_simple_extent_type() != h5s.NULL:
+            arr = np.empty(shape, dtype=obj.dtype if vlen_text else dt)
+            try:
+                if vlen_text:
+                    obj.read(h5s.ALL, h5s.ALL, arr, mtype=h5t.py_create(obj.dtype))
+                else:
+                    obj.read(h5s.ALL, h5s.ALL, arr)
+            except Exception as e:
+                raise self.fail(p, f"cannot be read ({type(e).__name__}: {e}); the file is corrupt or truncated",
+                                "re-export or re-download the file") from None
+            return arr[()] if arr.ndim == 0 else arr
+        return self._read(p, h5py.Dataset(obj))
 
     def _read(self, p: str, ds: Any) -> Any:
         try:
@@ -215,7 +259,11 @@ class _Reader:
 
 
 # ---------------------------------------------------------------------- the child process
-def _in_child(fn: Callable[[], H5Tree], timeout: float, max_bytes: int, fname: str) -> H5Tree:
+def _in_child(job: _Reader, timeout: float, max_bytes: int, fname: str) -> H5Tree:
+    """Run ``job`` in a forked child. The child sends a byte ``h`` as it makes progress (one per
+    group walked, one per large dataset read) and then ``R`` and the pickled result; the parent
+    stops the child when ``timeout`` seconds pass without a sign of progress, i.e. when the HDF5
+    library is stuck in one call."""
     r, w = os.pipe()
     with warnings.catch_warnings():  # JAX warns on any fork; the child runs no JAX (it reads a file and exits)
         warnings.simplefilter("ignore")
@@ -225,8 +273,9 @@ def _in_child(fn: Callable[[], H5Tree], timeout: float, max_bytes: int, fname: s
         try:
             os.close(r)
             _limit_memory(max_bytes)
+            job.beat = lambda: os.write(w, b"h") and None
             try:
-                out: Any = ("ok", fn())
+                out: Any = ("ok", job.run())
             except NirBridgeError as e:
                 out = ("error", type(e), str(e))
             except MemoryError:
@@ -235,7 +284,7 @@ def _in_child(fn: Callable[[], H5Tree], timeout: float, max_bytes: int, fname: s
             except BaseException as e:  # noqa: BLE001 - everything must reach the parent
                 out = ("error", FileFormatError, f"{fname}: the file cannot be read ({type(e).__name__}: {e}). "
                        "Fix: re-export the file")
-            data = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+            data = b"R" + pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
             view = memoryview(data)
             while view:
                 view = view[os.write(w, view):]
@@ -244,7 +293,8 @@ def _in_child(fn: Callable[[], H5Tree], timeout: float, max_bytes: int, fname: s
         finally:
             os._exit(code)
     os.close(w)
-    chunks = []
+    chunks: list[bytes] = []
+    started = False
     end = time.monotonic() + timeout
     try:
         while True:
@@ -252,7 +302,7 @@ def _in_child(fn: Callable[[], H5Tree], timeout: float, max_bytes: int, fname: s
             if left <= 0:
                 os.kill(pid, signal.SIGKILL)
                 raise FileFormatError(
-                    f"{fname}: reading the file did not finish within {timeout:.3g} s (a damaged HDF5 structure "
+                    f"{fname}: reading the file made no progress for {timeout:.3g} s (a damaged HDF5 structure "
                     "can make the HDF5 library loop); the read was stopped. Fix: re-export the file, or pass a "
                     "larger timeout to nb.load if the file is large and trusted")
             ready, _, _ = select.select([r], [], [], left)
@@ -261,6 +311,12 @@ def _in_child(fn: Callable[[], H5Tree], timeout: float, max_bytes: int, fname: s
             chunk = os.read(r, 1 << 20)
             if not chunk:
                 break
+            end = time.monotonic() + timeout  # progress
+            if not started:
+                k = chunk.find(b"R")
+                if k < 0:
+                    continue
+                started, chunk = True, chunk[k + 1:]
             chunks.append(chunk)
     finally:
         os.close(r)

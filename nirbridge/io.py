@@ -399,7 +399,7 @@ def _precheck(tree: H5Tree) -> None:
             if p in tree.data:
                 params[f] = tree.data[p]
             elif p in tree.declared and f in spec.float_params:
-                shape, dt = tree.declared[p]
+                shape, dt, _ = tree.declared[p]
                 params[f] = np.broadcast_to(np.ones((), dtype=np.dtype(dt)), shape)
             else:
                 params[f] = None

@@ -57,7 +57,8 @@ def check_geometry(node: str, field: str, values: Iterable[int]) -> tuple[int, .
     """Kernel sizes, strides, paddings and dilations: at most :data:`MAX_GEOMETRY` each."""
     vals = tuple(int(v) for v in values)
     if any(abs(v) > MAX_GEOMETRY for v in vals):
-        raise node_error(UnsupportedError, node, field, f"{field} {vals} is beyond what a backend can run "
+        shown = tuple(v if abs(v) < 10**9 else float(v) for v in vals)
+        raise node_error(UnsupportedError, node, field, f"{field} {shown} is beyond what a backend can run "
                          f"(at most {MAX_GEOMETRY} per dimension)", f"use a {field} of a size a layer can have")
     return vals
 
