@@ -99,7 +99,7 @@ class _Reader:
     def __init__(self, path, fname, where, max_bytes, field_limits, precheck):
         self.path, self.fname, self.where = path, fname, where
         self.max_bytes, self.field_limits, self.precheck = max_bytes, field_limits, precheck
-        self.beat: Callable[[], None] = lambda: None  # progress signal (the child sends it to the parent)
+        self.beat: Callable[[str], None] = lambda where: None  # progress signal (the child sends it to the parent)
 
     def fail(self, h5path: str, problem: str, fix: str = "re-export the file") -> NirBridgeError:
         node, fld = self.where(h5path)
@@ -120,7 +120,7 @@ class _Reader:
                 if self.precheck is not None:
                     self.precheck(tree)
                 for p, ds in pending:
-                    self.beat()
+                    self.beat(p)
                     tree.data[p] = self._read(p, h5py.Dataset(ds))
                 return tree
         except NirBridgeError:
@@ -146,12 +146,16 @@ class _Reader:
         stack = [("", f.id, 0)]
         while stack:
             gpath, gid, depth = stack.pop()
-            self.beat()
+            self.beat(gpath)
             if depth > MAX_GROUP_DEPTH:
                 raise self.fail(gpath, f"is nested {depth} groups deep (at most {MAX_GROUP_DEPTH} are read)",
                                 "flatten the graph or its metadata")
             entries: list = []
-            gid.links.iterate(lambda n, info, out=entries: out.append((n, info.type, info.u)), info=True)
+            try:
+                gid.links.iterate(lambda n, info, out=entries: out.append((n, info.type, info.u)), info=True)
+            except Exception as e:  # a damaged link table
+                raise self.fail(gpath or "/", f"cannot be listed ({type(e).__name__}: {e}); the file is corrupt",
+                                "re-export or re-download the file") from None
             names = []
             subgroups = []
             for raw, kind, addr in entries:
@@ -181,15 +185,30 @@ class _Reader:
                     raise self.fail(p, "is a second hard link to an object the file holds elsewhere (a shared "
                                     "or cyclic group); NIR files are trees", "re-export the graph")
                 seen.add(addr)
-                obj = h5o.open(gid, raw)
+                try:
+                    obj = h5o.open(gid, raw)
+                except Exception as e:  # a damaged object header
+                    raise self.fail(p, f"cannot be opened ({type(e).__name__}: {e}); the file is corrupt",
+                                    "re-export or re-download the file") from None
                 if isinstance(obj, h5g.GroupID):
                     subgroups.append((p, obj, depth + 1))
                 elif isinstance(obj, h5d.DatasetID):
-                    plist = obj.get_create_plist()
-                    if plist.get_layout() == h5d.VIRTUAL or plist.get_external_count():
+                    try:
+                        plist = obj.get_create_plist()
+                        outside = plist.get_layout() == h5d.VIRTUAL or plist.get_external_count()
+                    except Exception as e:
+                        raise self.fail(p, f"has a damaged header ({type(e).__name__}: {e}); the file is corrupt",
+                                        "re-export or re-download the file") from None
+                    if outside:
                         raise self.fail(p, "stores its data outside the file (virtual or external dataset)",
                                         "re-export the graph into one file")
-                    total += self._declare(p, key, obj, tree)
+                    try:
+                        total += self._declare(p, key, obj, tree)
+                    except NirBridgeError:
+                        raise
+                    except Exception as e:
+                        raise self.fail(p, f"has a damaged header ({type(e).__name__}: {e}); the file is corrupt",
+                                        "re-export or re-download the file") from None
                     if total > self.max_bytes:
                         raise self.fail(p, f"brings the declared data of the file to {total} bytes, over the "
                                         f"budget of {self.max_bytes} bytes", "pass a larger max_bytes to "
@@ -273,7 +292,7 @@ def _in_child(job: _Reader, timeout: float, max_bytes: int, fname: str) -> H5Tre
         try:
             os.close(r)
             _limit_memory(max_bytes)
-            job.beat = lambda: os.write(w, b"h") and None
+            job.beat = lambda where: _send(w, b"h" + where.encode("utf8", "replace").replace(b"\n", b" ") + b"\n")
             try:
                 out: Any = ("ok", job.run())
             except NirBridgeError as e:
@@ -284,10 +303,7 @@ def _in_child(job: _Reader, timeout: float, max_bytes: int, fname: str) -> H5Tre
             except BaseException as e:  # noqa: BLE001 - everything must reach the parent
                 out = ("error", FileFormatError, f"{fname}: the file cannot be read ({type(e).__name__}: {e}). "
                        "Fix: re-export the file")
-            data = b"R" + pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(w, view):]
+            _send(w, b"R\n" + pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
         except BaseException:  # noqa: BLE001
             code = 1
         finally:
@@ -295,16 +311,20 @@ def _in_child(job: _Reader, timeout: float, max_bytes: int, fname: str) -> H5Tre
     os.close(w)
     chunks: list[bytes] = []
     started = False
+    beats = b""
+    where = ""
     end = time.monotonic() + timeout
     try:
         while True:
             left = end - time.monotonic()
             if left <= 0:
                 os.kill(pid, signal.SIGKILL)
-                raise FileFormatError(
-                    f"{fname}: reading the file made no progress for {timeout:.3g} s (a damaged HDF5 structure "
-                    "can make the HDF5 library loop); the read was stopped. Fix: re-export the file, or pass a "
-                    "larger timeout to nb.load if the file is large and trusted")
+                node, fld = job.where(where) if where else ("<root graph>", None)
+                raise node_error(FileFormatError, node, fld,
+                                 f"{fname}: reading /{where} made no progress for {timeout:.3g} s (a damaged HDF5 "
+                                 "structure can make the HDF5 library loop); the read was stopped",
+                                 "re-export the file, or pass a larger timeout to nb.load if the file is large "
+                                 "and trusted")
             ready, _, _ = select.select([r], [], [], left)
             if not ready:
                 continue
@@ -313,10 +333,19 @@ def _in_child(job: _Reader, timeout: float, max_bytes: int, fname: str) -> H5Tre
                 break
             end = time.monotonic() + timeout  # progress
             if not started:
-                k = chunk.find(b"R")
+                beats += chunk
+                k = 0 if beats.startswith(b"R\n") else beats.find(b"\nR\n")
+                head = beats if k < 0 else beats[:k]
+                lines = head.split(b"\n")
+                done = [ln for ln in (lines if k >= 0 else lines[:-1]) if ln.startswith(b"h")]
+                if done:
+                    where = done[-1][1:].decode("utf8", "replace")
                 if k < 0:
+                    cut = beats.rfind(b"\n")
+                    beats = beats[cut:] if cut >= 0 else beats  # keep the newline: "\nR\n" may span chunks
                     continue
-                started, chunk = True, chunk[k + 1:]
+                started, chunk = True, beats[k + (2 if k == 0 and beats.startswith(b"R\n") else 3):]
+                beats = b""
             chunks.append(chunk)
     finally:
         os.close(r)
@@ -329,6 +358,12 @@ def _in_child(job: _Reader, timeout: float, max_bytes: int, fname: str) -> H5Tre
     if out[0] == "ok":
         return out[1]
     raise out[1](out[2])
+
+
+def _send(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _reap(pid: int) -> None:
