@@ -140,7 +140,11 @@ class _Reader:
 
         tree = H5Tree()
         self.declared_of = tree.declared.__getitem__
-        seen = {h5o.get_info(f.id).addr}
+        try:
+            seen = {h5o.get_info(f.id).addr}
+        except Exception as e:  # a damaged superblock or root group
+            raise self.fail("", f"(the root group) cannot be read ({type(e).__name__}: {e}); the file is corrupt",
+                            "re-export or re-download the file") from None
         pending: list = []
         total = 0
         stack = [("", f.id, 0)]

@@ -73,8 +73,9 @@ def strategies():
     byte_op = st.tuples(st.sampled_from(["flip", "set", "cut", "dup"]), st.floats(0, 1), st.integers(0, 255))
     bytes_case = st.fixed_dictionaries({"kind": st.just("bytes"), "base": st.sampled_from(EXAMPLES),
                                         "ops": st.lists(byte_op, min_size=1, max_size=4)})
-    odd = st.one_of(value, text, st.fixed_dictionaries({"special": st.sampled_from(
-        ["torch", "torch_f16", "torch_bf16", "list", "pyfloat", "pyint", "none", "nested_list", "ragged", "huge_int"])}))
+    specials = ["torch", "torch_f16", "torch_bf16", "list", "pyfloat", "pyint", "none", "nested_list", "ragged",
+                "huge_int"]
+    odd = st.one_of(value, text, st.fixed_dictionaries({"special": st.sampled_from(specials)}))
     memory_case = st.fixed_dictionaries({"kind": st.just("memory"), "base": st.sampled_from(NODE_TYPES),
                                          "t": target, "v": odd})
     return st.one_of(file_case, bytes_case, memory_case)
