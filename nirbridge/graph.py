@@ -127,7 +127,10 @@ class Node:
             g.metadata = meta
             return g
         kwargs = {k: _thaw(v) for k, v in self.params.items()}
-        return self.spec.nir_class(**kwargs, metadata=meta)
+        obj = self.spec.nir_class(**kwargs, metadata=meta)
+        if "w_in" in kwargs and np.shape(kwargs["w_in"]) == np.shape(getattr(obj, "w_in", None)):
+            obj.w_in = kwargs["w_in"]  # nir's CubaLI/CubaLIF broadcast w_in, changing its dtype: keep ours
+        return obj
 
     def equals(self, other: Node) -> bool:
         """Bit-exact equality: type, every parameter (value and dtype) and metadata."""

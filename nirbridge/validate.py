@@ -137,7 +137,8 @@ def raise_if_not_finite(g: Graph, out: Mapping) -> None:
 def finite_run(bk: Any, g: Graph, dynamics: Dynamics, x: Any, record: Any, dtype: Any, progress: bool) -> dict:
     """Run with every node recorded, raise if anything went non-finite, else return what
     ``record`` asked for (and the outputs)."""
-    out = bk.simulate(g, dynamics, x, record="all", dtype=dtype, progress=progress)
+    with np.errstate(over="ignore", invalid="ignore"):  # this check reports non-finite values itself
+        out = bk.simulate(g, dynamics, x, record="all", dtype=dtype, progress=progress)
     raise_if_not_finite(g, out)
     if record == "all":
         return out
