@@ -6,13 +6,15 @@ from typing import Any
 
 from .backends import get_backend
 from .dynamics import Dynamics
+from .errors import UnsupportedError
 from .io import as_graph
 
 __all__ = ["simulate"]
 
 
 def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference", *,
-             record: Any = None, dtype: Any = "float32", progress: bool = False) -> dict:
+             record: Any = None, dtype: Any = "float32", progress: bool = False, chunk: int | None = None,
+             sharding: Any = None) -> dict:
     """Simulate ``graph`` on input ``x`` with ``dynamics``, in one backend.
 
     Args:
@@ -25,7 +27,13 @@ def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference",
         record: node names whose outputs to return as well, ``(node, "v")`` pairs for state
             variables, or ``"all"``.
         dtype: ``"float32"`` (default) or ``"float64"``.
-        progress: show a progress bar over time steps (reference and torch backends).
+        progress: show a progress bar over time steps (reference and torch backends; with
+            ``chunk``, over chunks).
+        chunk: run ``chunk`` steps per compiled call, carrying the state (JAX backend; see
+            :mod:`nirbridge.stream`, whose :func:`~nirbridge.stream.stream` keeps only reductions
+            and so runs any length in flat memory).
+        sharding: split the batch over devices (JAX backend): a ``jax.sharding.Mesh``, a
+            sequence of devices or a ``Sharding`` (see :func:`nirbridge.parallel.batch_sharding`).
 
     Repeated calls are cheap: the JAX backend compiles a graph's program once per structure
     (nodes, edges, shapes, Dynamics, dtype) and runs later calls, with new parameter values
@@ -46,4 +54,12 @@ def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference",
     [0.1, 0.19, 0.0, 0.1]
     """
     graph = as_graph(graph, "simulate")
+    if chunk is not None or sharding is not None:
+        from .stream import simulate_chunked
+
+        if backend != "jax":
+            raise UnsupportedError(f"chunk= and sharding= run on the JAX backend, not {backend!r}. "
+                                   "Fix: pass backend='jax'")
+        return simulate_chunked(graph, dynamics, x, chunk=chunk, record=record, dtype=dtype, progress=progress,
+                                sharding=sharding)
     return get_backend(backend).simulate(graph, dynamics, x, record=record, dtype=dtype, progress=progress)
