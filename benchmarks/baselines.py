@@ -987,3 +987,211 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --------------------------------------------------------------------------
+# Training steps: forward + backward (surrogate gradient) + one Adam step
+# --------------------------------------------------------------------------
+#
+# Every training row runs the 700-256-20 network on the same input and labels: a loss of
+# cross-entropy of the time-mean output (logits) against seeded labels, then Adam (lr 1e-3) on
+# the weights and biases. Surrogate: 1 / (1 + 25 |v - threshold|)^2 everywhere (nirbridge's
+# default "fast_sigmoid", snnTorch's fast_sigmoid(slope=25), Spyx's superspike(k=25)). The
+# peers run their own neuron models as their users write them (Spyx and snnTorch: decay
+# factors, subtractive reset), so the rows time the same amount of work, not the same numbers.
+# A row is ``TrainStep(name, step)``: ``step()`` runs one training step and waits for it.
+
+class TrainStep:
+    def __init__(self, name: str, step: Callable[[], Any]):
+        self.name, self.step = name, step
+
+    def __call__(self):
+        return self.step()
+
+
+def training_data(wl: Workload, n_out: int = 20):
+    x = wl.inputs()
+    y = np.random.default_rng(wl.seed + 1).integers(0, n_out, size=wl.batch)
+    return x, y
+
+
+def _xent_jax(logits, labels):
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=-1))
+
+
+def train_nirbridge_jax(wl: Workload, dynamics) -> TrainStep:
+    import optax
+
+    import nirbridge as nb
+
+    model = nb.to_jax(nb.Graph.from_nir(wl.graph), dynamics)
+    out = model.graph.outputs[0]
+    opt = optax.masked(optax.adam(1e-3), model.mask())
+    x, y = training_data(wl)
+    x, y = jax.device_put(x), jax.device_put(y)
+
+    def loss(p, xs, ys):
+        return _xent_jax(model.run(p, xs)[0][out].mean(0), ys)
+
+    @jax.jit
+    def step(p, s, xs, ys):
+        value, g = jax.value_and_grad(loss)(p, xs, ys)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s, value
+
+    state = {"p": model.params, "s": opt.init(model.params)}
+
+    def run():
+        state["p"], state["s"], v = step(state["p"], state["s"], x, y)
+        return jax.block_until_ready(v)
+
+    return TrainStep("nirbridge-jax", run)
+
+
+def train_handwritten_jax(wl: Workload) -> TrainStep:
+    """The same network and semantics as nirbridge (forward Euler LIF with reset to zero, LI readout),
+    written by hand: input projection hoisted over all T*B rows, a ``lax.scan`` over the rest."""
+    import optax
+
+    nodes = dict(wl.graph.nodes)
+    f32 = lambda a: jnp.asarray(np.asarray(a, np.float32))  # noqa: E731
+    fc1, lif, fc2, li = nodes["fc1"], nodes["lif"], nodes["fc2"], nodes["li"]
+    params = {"w1": f32(fc1.weight.T), "b1": f32(fc1.bias), "w2": f32(fc2.weight.T), "b2": f32(fc2.bias)}
+    a1 = f32(wl.dt / np.asarray(lif.tau, np.float64))
+    a2 = f32(wl.dt / np.asarray(li.tau, np.float64))
+    thr = f32(lif.v_threshold)
+
+    @jax.custom_jvp
+    def spike(v):
+        return (v > thr).astype(v.dtype)
+
+    @spike.defjvp
+    def _spike_jvp(primals, tangents):
+        (v,), (dv,) = primals, tangents
+        return spike(v), dv / (1 + 25 * jnp.abs(v - thr)) ** 2
+
+    def forward(p, xs):
+        T, B = xs.shape[:2]
+        h = (xs.reshape(T * B, -1) @ p["w1"] + p["b1"]).reshape(T, B, -1)
+
+        def body(c, h_t):
+            v1, v2 = c
+            v1 = v1 + a1 * (h_t - v1)
+            z = spike(v1)
+            v1 = jnp.where(z > 0, 0.0, v1)
+            v2 = v2 + a2 * (z @ p["w2"] + p["b2"] - v2)
+            return (v1, v2), v2
+
+        c0 = (jnp.zeros((B, a1.shape[0]), jnp.float32), jnp.zeros((B, a2.shape[0]), jnp.float32))
+        return lax.scan(body, c0, h)[1]
+
+    opt = optax.adam(1e-3)
+    x, y = training_data(wl)
+    x, y = jax.device_put(x.astype(np.float32)), jax.device_put(y)
+
+    @jax.jit
+    def step(p, s, xs, ys):
+        value, g = jax.value_and_grad(lambda q: _xent_jax(forward(q, xs).mean(0), ys))(p)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s, value
+
+    state = {"p": params, "s": opt.init(params)}
+
+    def run():
+        state["p"], state["s"], v = step(state["p"], state["s"], x, y)
+        return jax.block_until_ready(v)
+
+    return TrainStep("handwritten_jax", run)
+
+
+def train_spyx(wl: Workload) -> TrainStep:
+    """Spyx 1.0.0 as its users write it: ``spyx.nn.Sequential`` of flax nnx Linear layers and Spyx's own
+    LIF / LI neurons, run by ``spyx.nn.run``, trained with ``nnx.Optimizer`` under ``nnx.jit``."""
+    import optax
+    import spyx
+    from flax import nnx
+
+    rngs = nnx.Rngs(wl.seed)
+    model = spyx.nn.Sequential(
+        nnx.Linear(700, 256, rngs=rngs),
+        spyx.nn.LIF((256,), activation=spyx.axn.superspike(25), rngs=rngs),
+        nnx.Linear(256, 20, rngs=rngs),
+        spyx.nn.LI((20,), rngs=rngs),
+    )
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    x, y = training_data(wl)
+    x, y = jnp.asarray(x.astype(np.float32)), jnp.asarray(y)
+
+    def loss_fn(m, xs, ys):
+        out, _ = spyx.nn.run(m, xs)
+        return _xent_jax(out.mean(0), ys)
+
+    @nnx.jit
+    def step(m, o, xs, ys):
+        value, grads = nnx.value_and_grad(loss_fn)(m, xs, ys)
+        o.update(m, grads)
+        return value
+
+    def run():
+        return jax.block_until_ready(step(model, optimizer, x, y))
+
+    return TrainStep("spyx", run)
+
+
+def train_snntorch(wl: Workload) -> TrainStep:
+    """snnTorch 1.0.0 as its users write it: nn.Linear + snn.Leaky (fast sigmoid, slope 25), a Python
+    loop over time, the output layer's membrane as logits; torch.optim.Adam."""
+    import snntorch as snn
+    from snntorch import surrogate
+
+    torch.manual_seed(wl.seed)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(700, 256)
+            self.lif1 = snn.Leaky(beta=0.9, spike_grad=surrogate.fast_sigmoid(slope=25))
+            self.fc2 = torch.nn.Linear(256, 20)
+            self.lif2 = snn.Leaky(beta=0.9, reset_mechanism="none", spike_grad=surrogate.fast_sigmoid(slope=25))
+
+        def forward(self, xs):
+            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+            outs = []
+            for t in range(xs.shape[0]):
+                spk1, mem1 = self.lif1(self.fc1(xs[t]), mem1)
+                _, mem2 = self.lif2(self.fc2(spk1), mem2)
+                outs.append(mem2)
+            return torch.stack(outs)
+
+    net = Net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x, y = training_data(wl)
+    x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+
+    def run():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x).mean(0), y)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return TrainStep("snntorch", run)
+
+
+def train_nirbridge_torch(wl: Workload, dynamics) -> TrainStep:
+    import nirbridge as nb
+
+    module = nb.to_torch(nb.Graph.from_nir(wl.graph), dynamics)
+    opt = torch.optim.Adam([p for _, p in module.named_parameters_of_kind("weight")], lr=1e-3)
+    x, y = training_data(wl)
+    x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+
+    def run():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(module(x).mean(0), y)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return TrainStep("nirbridge-torch", run)

@@ -186,6 +186,101 @@ def _child_memory(workload: str, name: str) -> None:
     print(f"PEAK_MIB {(_status_kib('VmHWM') - before) / 1024:.1f}")
 
 
+def _interleaved(rows: dict[str, Callable[[], Any]], rounds: int, log, label: str) -> dict[str, dict]:
+    """Median seconds of each callable, timed in interleaved shuffled rounds (after one warm-up)."""
+    times: dict[str, list[float]] = {n: [] for n in rows}
+    for r in range(rounds):
+        order = list(rows)
+        random.Random(r).shuffle(order)
+        for name in order:
+            t0 = time.perf_counter()
+            rows[name]()
+            times[name].append(time.perf_counter() - t0)
+        log(f"  {label}: round {r + 1}/{rounds} done")
+    return {n: {"median_s": statistics.median(ts), "min_s": min(ts), "times_s": ts} for n, ts in times.items()}
+
+
+#: training steps run before timing: a Spyx (flax nnx) step is compiled anew on each of its first
+#: three calls (measured: 2.4, 2.6, 2.2 s, then 0.12-0.2 s), so each row gets this many warm-up steps
+WARMUP_TRAIN_STEPS = 4
+TRAIN_ROWS = ("nirbridge-jax", "spyx", "handwritten_jax", "snntorch", "nirbridge-torch")
+
+
+def bench_training(steps: list[int], rounds: int, log) -> list[dict]:
+    """Training rows: forward + backward + Adam step on 700-256-20, B=64, per T (see baselines.py)."""
+    out = []
+    for T in steps:
+        wl = bl.ff_workload(steps=T)
+        dyn = dynamics_for(wl)
+        makers = {"nirbridge-jax": lambda wl=wl, dyn=dyn: bl.train_nirbridge_jax(wl, dyn),
+                  "spyx": lambda wl=wl: bl.train_spyx(wl),
+                  "handwritten_jax": lambda wl=wl: bl.train_handwritten_jax(wl),
+                  "snntorch": lambda wl=wl: bl.train_snntorch(wl),
+                  "nirbridge-torch": lambda wl=wl, dyn=dyn: bl.train_nirbridge_torch(wl, dyn)}
+        rows, res = {}, {}
+        for name in TRAIN_ROWS:
+            log(f"  training T={T}: building {name} ...")
+            try:
+                row = makers[name]()
+                t0 = time.perf_counter()
+                row()  # compile (JAX) / warm-up
+                res[name] = {"first_call_s": time.perf_counter() - t0}
+                for _ in range(WARMUP_TRAIN_STEPS - 1):  # Spyx's nnx step recompiles on its first 3 calls
+                    row()
+                rows[name] = row
+            except Exception as e:  # reported, not fatal
+                res[name] = {"error": f"{type(e).__name__}: {e}"}
+                log(f"    failed: {e}")
+        for name, r in _interleaved(rows, rounds, log, f"training T={T}").items():
+            res[name].update(r)
+        for name in rows:
+            for base in ("spyx", "handwritten_jax", "snntorch"):
+                if base in rows:
+                    res[name][f"ratio_to_{base}"] = res[name]["median_s"] / res[base]["median_s"]
+        out.append({"workload": "ff_700_256_20 training", "batch": wl.batch, "steps": T, "rows": res})
+    return out
+
+
+def bench_repeated_simulate(names: list[str], rounds: int, log) -> list[dict]:
+    """``nb.simulate(..., backend="jax")`` called again and again on one graph and input shape (NumPy in,
+    NumPy out) against ``model.run`` of a model built once (NumPy in, device arrays out)."""
+    out = []
+    for w in names:
+        wl = WORKLOADS[w]()
+        g, dyn, x = nb.Graph.from_nir(wl.graph), dynamics_for(wl), wl.inputs()
+        model = nb.to_jax(g, dyn)
+
+        def run(model=model, x=x):
+            return jax.block_until_ready(model.run(model.params, x)[0])
+
+        def sim(g=g, x=x, dyn=dyn):
+            return nb.simulate(g, x, dyn, backend="jax")
+
+        run()
+        sim()  # the first call compiles; later ones reuse the compiled program
+        res = _interleaved({"model.run": run, "simulate": sim}, rounds, log, f"repeated simulate {w}")
+        res["simulate"]["ratio_to_model.run"] = res["simulate"]["median_s"] / res["model.run"]["median_s"]
+        out.append({"workload": w, "batch": wl.batch, "steps": wl.steps, "rows": res})
+    return out
+
+
+def extra_table(results: list[dict], bases: tuple[str, ...]) -> str:
+    head = ("workload", "T", "row", "median ms") + tuple(f"x {b}" for b in bases)
+    lines = [head]
+    for w in results:
+        for name, r in w["rows"].items():
+            if "error" in r:
+                lines.append((w["workload"], str(w["steps"]), name, "error") + ("",) * len(bases))
+                continue
+            lines.append((w["workload"], str(w["steps"]), name, f"{r['median_s'] * 1e3:.1f}")
+                         + tuple(f"{r[f'ratio_to_{b}']:.2f}" if f"ratio_to_{b}" in r else "-" for b in bases))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    out = ["  ".join(c.rjust(wd) if i >= 3 else c.ljust(wd) for i, (c, wd) in enumerate(zip(row, widths)))
+           for row in lines]
+    out.insert(1, "-" * len(out[0]))
+    return "\n".join(out)
+
+
 def table(results: list[dict], memory: dict) -> str:
     head = ("workload", "row", "median ms", "steps/s", "x NIRTorch", "x hand scan", "x floor", "compile s",
             "peak MiB", "agrees")
@@ -221,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--memory", action="store_true", help="measure peak memory per row (fresh subprocesses)")
+    p.add_argument("--training", type=int, nargs="*", metavar="T", default=None,
+                   help="also time training steps at these T (default with the flag alone: 100 500)")
+    p.add_argument("--repeated-simulate", nargs="*", default=None, choices=list(WORKLOADS),
+                   help="also time repeated nb.simulate calls against model.run (default: ff_700_256_20 braille)")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--child-memory", nargs=2, metavar=("WORKLOAD", "ROW"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -231,7 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results = []
+    results, extras = [], {}
+    if args.training is not None:
+        extras["training"] = bench_training(args.training or [100, 500], args.rounds, log)
+    if args.repeated_simulate is not None:
+        extras["repeated_simulate"] = bench_repeated_simulate(args.repeated_simulate or ["ff_700_256_20", "braille"],
+                                                              args.rounds, log)
     for w in args.workloads:
         wl = WORKLOADS[w]()
         log(f"{w}: B={wl.batch} T={wl.steps}")
@@ -244,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"  peak memory of {w['workload']} / {name} ...")
                     memory[(w["workload"], name)] = peak_memory(w["workload"], name)
                     r["peak_rss_growth_mib"] = memory[(w["workload"], name)]
-    text = table(results, memory)
+    text = table(results, memory) if results else ""
+    if "training" in extras:
+        text += "\n\ntraining step (forward + backward + Adam), 700-256-20, B=64\n"
+        text += extra_table(extras["training"], ("spyx", "handwritten_jax", "snntorch"))
+    if "repeated_simulate" in extras:
+        text += "\n\nrepeated nb.simulate(backend='jax') vs model.run\n"
+        text += extra_table(extras["repeated_simulate"], ("model.run",))
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -252,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             "nirbridge": nb.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "torch_threads": torch.get_num_threads(), "rounds": args.rounds}
     path = args.out / f"bench-{stamp}.json"
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    path.write_text(json.dumps({"meta": meta, "results": results, **extras}, indent=1))
     log(f"wrote {path}")
     return 0
 

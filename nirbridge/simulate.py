@@ -6,6 +6,7 @@ from typing import Any
 
 from .backends import get_backend
 from .dynamics import Dynamics
+from .errors import UnsupportedError
 from .validate import check_simulate_args, finite_run
 
 __all__ = ["simulate"]
@@ -13,7 +14,7 @@ __all__ = ["simulate"]
 
 def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference", *,
              record: Any = None, dtype: Any = "float32", progress: bool = False,
-             check_finite: bool = False) -> dict:
+             check_finite: bool = False, chunk: int | None = None, sharding: Any = None) -> dict:
     """Simulate ``graph`` on input ``x`` with ``dynamics``, in one backend.
 
     Args:
@@ -26,9 +27,15 @@ def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference",
         record: node names whose outputs to return as well, ``(node, "v")`` pairs for state
             variables, or ``"all"``.
         dtype: ``"float32"`` (default) or ``"float64"``.
-        progress: show a progress bar over time steps (reference and torch backends).
+        progress: show a progress bar over time steps (reference and torch backends; with
+            ``chunk``, over chunks).
         check_finite: raise :class:`~nirbridge.errors.NonFiniteError` naming the first node and
             time step whose output or state went NaN or infinite (the run records every node).
+        chunk: run ``chunk`` steps per compiled call, carrying the state (JAX backend; see
+            :mod:`nirbridge.stream`, whose :func:`~nirbridge.stream.stream` keeps only reductions
+            and so runs any length in flat memory).
+        sharding: split the batch over devices (JAX backend): a ``jax.sharding.Mesh``, a
+            sequence of devices or a ``Sharding`` (see :func:`nirbridge.parallel.batch_sharding`).
 
     Repeated calls are cheap: the JAX backend compiles a graph's program once per structure
     (nodes, edges, shapes, Dynamics, dtype) and runs later calls, with new parameter values
@@ -49,6 +56,17 @@ def simulate(graph: Any, x: Any, dynamics: Dynamics, backend: str = "reference",
     [0.1, 0.19, 0.0, 0.1]
     """
     graph, x, record, dtype = check_simulate_args(graph, x, dynamics, backend, record, dtype, progress, check_finite)
+    if check_finite and (chunk is not None or sharding is not None):
+        raise UnsupportedError("check_finite=True records every node, which chunk= and sharding= runs do not "
+                               "keep. Fix: run a shorter piece with check_finite=True, without chunk/sharding")
     if check_finite:
         return finite_run(get_backend(backend), graph, dynamics, x, record, dtype, progress)
+    if chunk is not None or sharding is not None:
+        from .stream import simulate_chunked
+
+        if backend != "jax":
+            raise UnsupportedError(f"chunk= and sharding= run on the JAX backend, not {backend!r}. "
+                                   "Fix: pass backend='jax'")
+        return simulate_chunked(graph, dynamics, x, chunk=chunk, record=record, dtype=dtype, progress=progress,
+                                sharding=sharding)
     return get_backend(backend).simulate(graph, dynamics, x, record=record, dtype=dtype, progress=progress)

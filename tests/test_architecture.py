@@ -96,7 +96,7 @@ def test_layers_import_downwards():
     graph = _graph()
     core = {m for m in graph if not m.startswith(("nirbridge.backends", "nirbridge.nirtorch"))
             and m not in ("nirbridge", "nirbridge.cli", "nirbridge.compare", "nirbridge.simulate",
-                          "nirbridge.testing")}
+                          "nirbridge.stream", "nirbridge.parallel", "nirbridge.testing")}
     for m in sorted(core):  # the core (graph, kernels, program, presets, io, ...) knows no backend
         bad = {d for d in graph[m] if d.startswith("nirbridge.backends.")}
         assert not bad, f"{m} imports the backends {sorted(bad)}"

@@ -91,8 +91,8 @@ from ..program import (
 
 __all__ = ["CACHE_SIZE", "HOIST_AUTO_MAX_BATCH", "HOIST_AUTO_TYPES", "HOIST_BLOCK_ROWS", "UNROLL_MAX_BATCH",
            "UNROLL_SMALL_BATCH", "JaxBackend", "JaxModel", "JaxOps",
-           "JaxOpsNHWC", "Outputs", "channels_last_nodes", "clear_cache", "compiled_model", "from_jax", "spike",
-           "to_jax"]
+           "JaxOpsNHWC", "Outputs", "batch_sharding", "channels_last_nodes", "clear_cache", "compiled_model",
+           "from_jax", "place_batch", "replicated", "spike", "to_jax", "use_persistent_cache"]
 
 #: ``hoist="auto"``: hoist dense products (these node types, and the hoistable nodes feeding them)
 #: in blocks of :data:`HOIST_BLOCK_ROWS` rows: the scan runs over blocks of ``k = HOIST_BLOCK_ROWS //
@@ -584,7 +584,7 @@ class JaxModel:
     """
 
     def __init__(self, program: Program, *, dtype: Any = "float32", hoist: Any = "auto", checkpoint: bool = False,
-                 layout: str = "auto", unroll: Any = "auto"):
+                 layout: str = "auto", unroll: Any = "auto", devices: Any = None):
         dtype = resolve_dtype(dtype)
         _check_dtype(dtype)
         if not (hoist == "auto" or hoist is True or hoist is False):
@@ -593,8 +593,11 @@ class JaxModel:
             raise InputError(f"layout={layout!r} is not one of 'auto', 'NCHW'. Fix: pick one of them")
         if not (unroll == "auto" or (isinstance(unroll, int) and not isinstance(unroll, bool) and unroll >= 1)):
             raise InputError(f"unroll={unroll!r} is not 'auto' or an int >= 1. Fix: e.g. unroll='auto'")
-        self._meta = _Meta(_Core(program, dtype, hoist, bool(checkpoint), layout, unroll), program)
+        sharding = None if devices is None else batch_sharding(devices)
+        self._meta = _Meta(_Core(program, dtype, hoist, bool(checkpoint), layout, unroll), program, sharding)
         self.params = _params_of(program, dtype)
+        if sharding is not None:
+            self.params = replicated(self.params, sharding)
 
     @classmethod
     def _from_meta(cls, meta: _Meta, params: Any) -> JaxModel:
@@ -615,6 +618,8 @@ class JaxModel:
     channels_last = property(lambda self: self._core.channels_last, doc="The nodes run channels-last.")
     layout_reason = property(lambda self: self._core.layout_reason, doc="Why (a sentence).")
     traces = property(lambda self: self._core.traces, doc="How many times ``run`` was traced.")
+    sharding = property(lambda self: self._meta.sharding, doc="The batch sharding of ``run``'s inputs "
+                        "(``to_jax(devices=...)``; None: one device).")
 
     @property
     def graph(self) -> Graph:
@@ -682,6 +687,12 @@ class JaxModel:
         _check_dtype(self.dtype)
         inputs, _, _ = normalize_inputs(self.program, x, convert=None)
         rec = parse_record(self.program, record)
+        sharding = self._meta.sharding
+        if sharding is not None:  # the batch split over the devices, parameters on all of them
+            inputs = place_batch(inputs, sharding)
+            params = replicated(params, sharding)
+            if state is not None:
+                state = place_batch(state, sharding, axis=0)
         return self._core.jitted("run", record=rec)(params, inputs, state)
 
     def __call__(self, x: Any, state: Mapping | None = None, record: Any = None):
@@ -704,10 +715,10 @@ class _Meta:
     """A model's static part: its compiled core (shared) and its own program (its graph). The pytree
     aux data of a JaxModel, compared by identity."""
 
-    __slots__ = ("core", "program")
+    __slots__ = ("core", "program", "sharding")
 
-    def __init__(self, core: _Core, program: Program):
-        self.core, self.program = core, program
+    def __init__(self, core: _Core, program: Program, sharding: Any = None):
+        self.core, self.program, self.sharding = core, program, sharding
 
 
 def _model_flatten_with_keys(m):
@@ -721,7 +732,7 @@ jax.tree_util.register_pytree_with_keys(
 
 
 def to_jax(graph: Any, dynamics, *, dtype: Any = "float32", hoist: Any = "auto", checkpoint: bool = False,
-           layout: str = "auto", unroll: Any = "auto") -> JaxModel:
+           layout: str = "auto", unroll: Any = "auto", devices: Any = None) -> JaxModel:
     """Compile ``graph`` with ``dynamics`` for JAX.
 
     Args:
@@ -740,13 +751,17 @@ def to_jax(graph: Any, dynamics, *, dtype: Any = "float32", hoist: Any = "auto",
             convolutions transposing around each call). Results and states are (C, H, W) either way.
         unroll: the scan's ``unroll`` (``"auto"``: 4 for batches up to 4, else 1; see
             :data:`UNROLL_SMALL_BATCH`).
+        devices: split the batch of ``run`` over devices: a ``jax.sharding.Mesh`` (its first axis
+            is the batch axis), a sequence of devices, or a ``NamedSharding`` of the inputs
+            (see :func:`batch_sharding`). Parameters are replicated on every device; outputs and
+            the final state come back batch-sharded. Default: one device.
 
     Returns:
         a :class:`JaxModel`; ``model.run(model.params, x)`` runs a sequence.
     """
     graph = as_graph(graph, "to_jax")
     return JaxModel(build_program(graph, dynamics, "jax"), dtype=dtype, hoist=hoist, checkpoint=checkpoint,
-                    layout=layout, unroll=unroll)
+                    layout=layout, unroll=unroll, devices=devices)
 
 
 _CACHE: collections.OrderedDict = collections.OrderedDict()
@@ -777,7 +792,103 @@ def compiled_model(graph: Any, dynamics, **options: Any) -> JaxModel:
     if graph is model.graph:
         return model
     prog = build_program(graph, dynamics, "jax")  # the same checks (and warnings) as a first build
-    return JaxModel._from_meta(_Meta(model._core, prog), _params_of(prog, dtype))
+    params = _params_of(prog, dtype)
+    if model.sharding is not None:
+        params = replicated(params, model.sharding)
+    return JaxModel._from_meta(_Meta(model._core, prog, model.sharding), params)
+
+
+def use_persistent_cache(path: Any, *, min_compile_seconds: float = 0.0) -> None:
+    """Keep JAX's compiled programs on disk under ``path`` (JAX's persistent compilation cache), so
+    another process with the same graph structure, shapes and options loads the program instead of
+    compiling it. ``min_compile_seconds``: store only programs that took at least this long to
+    compile (JAX's default is 1 s; 0 stores every one). Call once at start-up, before the first run."""
+    import os
+
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# ---------------------------------------------------------------------------- several devices
+def batch_sharding(devices: Any = None, axis: str | None = None):
+    """The ``NamedSharding`` that splits time-major inputs ``(T, B, ...)`` along the batch over devices.
+
+    ``devices``: a ``jax.sharding.Mesh`` (the batch goes on ``axis``, default its first axis), a
+    ``NamedSharding`` (returned as it is), a sequence of devices (a 1-D mesh ``("batch",)``), or
+    None (every device: :func:`jax.devices`, all processes' under ``jax.distributed``)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    if isinstance(devices, NamedSharding):
+        return devices
+    if devices is None:
+        devices = jax.devices()
+    if not isinstance(devices, Mesh):
+        try:
+            devs = np.asarray(list(devices), dtype=object)
+        except TypeError:
+            raise InputError(f"devices={devices!r} is not a Mesh, a NamedSharding or a sequence of devices. "
+                             "Fix: e.g. devices=jax.devices()") from None
+        if devs.size == 0 or not all(isinstance(d, jax.Device) for d in devs.ravel()):
+            raise InputError(f"devices={devices!r} holds no JAX devices. Fix: e.g. devices=jax.devices()")
+        devices = Mesh(devs.reshape(-1), ("batch",))
+    axis = devices.axis_names[0] if axis is None else axis
+    if axis not in devices.axis_names:
+        raise InputError(f"the mesh has axes {devices.axis_names}, not {axis!r}. Fix: name one of them")
+    return NamedSharding(devices, PartitionSpec(None, axis))
+
+
+def _spec_for(sharding, ndim: int, axis: int):
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    name = sharding.spec[1] if len(sharding.spec) > 1 else sharding.spec[0]
+    return NamedSharding(sharding.mesh, PartitionSpec(*([None] * axis + [name] + [None] * (ndim - axis - 1))))
+
+
+def place_batch(tree: Any, sharding, axis: int = 1) -> Any:
+    """Every array of ``tree`` placed with its batch axis (``axis``: 1 for time-major inputs, 0 for
+    states) split as ``sharding`` (from :func:`batch_sharding`) says. Under ``jax.distributed`` with
+    several processes, each process passes its own rows and gets the global array
+    (``jax.make_array_from_process_local_data``). The batch must divide by the number of devices."""
+    n = sharding.mesh.shape[sharding.spec[1] if len(sharding.spec) > 1 else sharding.spec[0]]
+    multi = jax.process_count() > 1
+
+    def put(a):
+        if isinstance(a, jax.core.Tracer):
+            return a
+        if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(_spec_for(sharding, a.ndim, axis), a.ndim):
+            return a
+        sh = _spec_for(sharding, np.ndim(a), axis)
+        rows = np.shape(a)[axis] * (jax.process_count() if multi else 1)
+        if rows % n:
+            raise InputError(f"a batch of {rows} rows does not split over {n} devices. Fix: use a batch that "
+                             f"is a multiple of {n}, or fewer devices")
+        if multi:
+            return jax.make_array_from_process_local_data(sh, np.asarray(a))
+        return jax.device_put(a, sh)
+
+    return jax.tree.map(put, tree)
+
+
+def replicated(tree: Any, sharding) -> Any:
+    """Every array of ``tree`` on every device of ``sharding``'s mesh (parameters)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    rep = NamedSharding(sharding.mesh, PartitionSpec())
+    multi = jax.process_count() > 1
+
+    def put(a):
+        if isinstance(a, jax.core.Tracer):
+            return a
+        if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(rep, a.ndim):
+            return a
+        if multi:
+            return jax.make_array_from_process_local_data(rep, np.asarray(a))
+        return jax.device_put(a, rep)
+
+    return jax.tree.map(put, tree)
 
 
 def clear_cache() -> None:
