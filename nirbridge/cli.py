@@ -357,7 +357,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .testing import random_spikes
 
     g = _load(str(examples.path("braille_noDelay_bias_zero")))
-    dyn = Dynamics.preset(DEMO_PRESET)
+    dyn = Dynamics.preset(DEMO_PRESET, reset_mechanism="subtract")  # the Braille net resets by subtraction
     x = random_spikes(g, args.steps, args.batch, args.p, seed=args.seed)
     backends, explicit = _backends(args.backends)
     _enable_float64(args.dtype, backends)
