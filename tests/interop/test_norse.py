@@ -317,3 +317,15 @@ def test_paper_file_with_tau_in_seconds_is_not_flagged():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         nb.simulate(g, x, nb.Dynamics.preset("norse", dt=1e-4))
+
+
+def test_cli_library_norse_on_the_lifbox_file():
+    from interop_common import cli_simulate
+
+    path, ref = lifbox()
+    code, out, err = cli_simulate(path, "--preset", "norse")
+    assert code == 0 and "--library norse --export-dt 0.001" in err
+    assert int((out != ref["spikes"]).sum()) > 100
+    code, out, err = cli_simulate(path, "--library", "norse", "--export-dt", "1e-3")
+    assert code == 0, err
+    assert int((out != ref["spikes"]).sum()) == 0

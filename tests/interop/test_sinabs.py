@@ -270,3 +270,15 @@ def test_load_and_preset_warns_and_the_named_fix_is_exact():
         warnings.simplefilter("error")
         right = nb.simulate(g, X, nb.Dynamics.preset("sinabs", norm_input=False))
     assert int((right["output"] != ref["spikes"]).sum()) == 0
+
+
+def test_cli_library_option_on_the_norm_input_false_file():
+    from interop_common import cli_simulate
+
+    path, ref = lif("nonorm")
+    code, out, err = cli_simulate(path, "--preset", "sinabs")
+    assert code == 0 and "--library sinabs --option norm_input=False" in err
+    assert int((out != ref["spikes"]).sum()) > 0
+    code, out, err = cli_simulate(path, "--library", "sinabs", "--option", "norm_input=false")
+    assert code == 0, err
+    assert int((out != ref["spikes"]).sum()) == 0

@@ -320,3 +320,20 @@ def test_reset_mechanism_none_is_an_error_naming_it():
     path, _ = leaky()
     with pytest.raises(nb.errors.DynamicsError, match="reset_mechanism='none'"):
         presets.import_graph(path, "snntorch", reset_mechanism="none")
+
+
+def test_cli_library_option_on_the_zero_reset_file():
+    from interop_common import cli_simulate
+
+    path, ref = leaky(reset="zero")
+    code, out, err = cli_simulate(path, "--preset", "snntorch")
+    assert code == 0 and "--library snntorch --option reset_mechanism=zero" in err
+    assert int((out != ref["spikes"]).sum()) > 0
+    code, out, err = cli_simulate(path, "--library", "snntorch", "--option", "reset_mechanism=zero")
+    assert code == 0, err
+    assert int((out != ref["spikes"]).sum()) == 0
+    path, out_ref, hidden, _, _ = mixed_layers()
+    first = [s.name for s in nb.load(path).plan.steps if s.node.type == "LIF"][0]
+    code, out, err = cli_simulate(path, "--library", "snntorch", "--option", f"{first}:reset_mechanism=zero")
+    assert code == 0, err
+    assert int((out != out_ref).sum()) == 0
