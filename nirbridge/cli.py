@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,43 @@ from typing import Any
 import numpy as np
 
 from .backends import DEFAULT_BACKENDS
-from .dynamics import METHODS, RESETS, SYNAPSES, THRESHOLDS, Dynamics
-from .errors import InputError, NirBridgeError
+from .dynamics import (
+    INPUT_GAINS,
+    METHODS,
+    OUTPUT_DELAYS,
+    RECURRENT_STARTS,
+    RESET_TIMINGS,
+    RESETS,
+    SPIKES,
+    SURROGATES,
+    SYNAPSES,
+    THRESHOLDS,
+    V_INITS,
+    VOLTAGES,
+    Dynamics,
+)
+from .errors import InputError, NirBridgeError, NirBridgeWarning
 
 __all__ = ["main"]
 
 #: the dynamics of ``nirbridge demo``: the Braille graph was exported by snnTorch (trained at dt = 1e-4),
 #: so it means what snnTorch computes: the "snntorch" preset
 DEMO_PRESET = "snntorch"
+
+
+#: the Dynamics fields with a fixed set of values and a flag of their own (beyond --method ... --synapse)
+_CHOICE_FLAGS = (
+    ("--reset-timing", "reset_timing", RESET_TIMINGS, "same (default) or late (snnTorch's reset_delay=True)"),
+    ("--voltage", "voltage", VOLTAGES, "the stored voltage: post (after the reset) or pre (before it)"),
+    ("--spikes", "spikes", SPIKES, "single (default) or count (several spikes per step)"),
+    ("--v-init", "v_init", V_INITS, "the initial voltage: zero (default), v_leak or v_reset"),
+    ("--recurrent-start", "recurrent_start", RECURRENT_STARTS, "zero (default) or rest"),
+    ("--input-gain", "input_gain", INPUT_GAINS, "nir (default: scaled by r, w_in) or unit (unscaled)"),
+    ("--surrogate", "surrogate", SURROGATES, "the spike's surrogate derivative (gradients only)"),
+)
+#: every Dynamics field the command line sets directly
+_FIELDS = ("method", "reset", "threshold", "synapse", "reset_timing", "voltage", "spikes", "v_init",
+           "recurrent_start", "input_gain", "surrogate", "output_delay", "surrogate_slope")
 
 
 class _Fail(Exception):
@@ -52,7 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NirBridgeWarning)
+            try:
+                return int(args.func(args))
+            finally:
+                _print_warnings(caught)
     except (NirBridgeError, OSError) as e:
         msg = str(e).replace("\n", " ")
         print(f"nirbridge: error: {msg}", file=sys.stderr)
@@ -60,6 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nirbridge: interrupted", file=sys.stderr)
         return 130
+
+
+def _print_warnings(caught) -> None:
+    """nirbridge's warnings as one ``nirbridge: warning: ...`` line each, the fix also as flags; others
+    as Python shows them."""
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, NirBridgeWarning):
+            line = f"nirbridge: warning: {_shell(str(w.message))}".replace("\n", " ")
+            if line not in seen:
+                seen.add(line)
+                print(line, file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 # --------------------------------------------------------------------------------------- parser
@@ -137,10 +186,28 @@ def _dynamics_args(c: argparse.ArgumentParser) -> None:
     g = c.add_argument_group("dynamics (how NIR's continuous equations are discretised; see the docs)")
     g.add_argument("--dt", type=float, default=None, help="time step in seconds (required unless --preset has one)")
     g.add_argument("--preset", default=None, help="a Dynamics preset, e.g. 'nir'; the options below override it")
+    g.add_argument("--library", default=None, metavar="LIB",
+                   help="read the file as LIB exported it: LIB's exporter corrections and preset "
+                        "(nirbridge.presets.import_graph); e.g. --library norse --export-dt 1e-3")
+    g.add_argument("--option", action="append", default=[], metavar="[NODE:]KEY=VALUE",
+                   help="one of the library's own options (with --library or --preset), e.g. reset_mechanism=zero, "
+                        "norm_input=false; NODE:KEY=VALUE for one node only; repeatable")
+    g.add_argument("--export-dt", type=float, default=None,
+                   help="--library norse: the dt given to norse.torch.to_nir (1e-3 if none was given)")
     g.add_argument("--method", choices=METHODS, default=None, help="euler (default) or exact")
     g.add_argument("--reset", choices=RESETS, default=None, help="zero (default) or subtract")
     g.add_argument("--threshold", choices=THRESHOLDS, default=None, help="'>' (default) or '>='")
     g.add_argument("--synapse", choices=SYNAPSES, default=None, help="CubaLIF order: simultaneous (default)")
+    for flag, name, values, hlp in _CHOICE_FLAGS:
+        g.add_argument(flag, dest=name, choices=values, default=None, help=hlp)
+    g.add_argument("--output-delay", dest="output_delay", type=int, choices=OUTPUT_DELAYS, default=None,
+                   help="0 (default) or 1 (Spyx: spikes reach the next node one step later)")
+    g.add_argument("--surrogate-slope", dest="surrogate_slope", type=float, default=None,
+                   help="the surrogate's slope (default 25)")
+    g.add_argument("--by-type", dest="by_type", action="append", default=[], metavar="TYPE:KEY=VALUE",
+                   help="a setting for one node type, e.g. CubaLIF:reset_timing=same; repeatable")
+    g.add_argument("--by-node", dest="by_node", action="append", default=[], metavar="NODE:KEY=VALUE",
+                   help="a setting for one node, e.g. lif1:reset=zero; repeatable")
 
 
 def _compare_parser(sub: Any, name: str, *, help: str, description: str) -> argparse.ArgumentParser:
@@ -160,9 +227,108 @@ def _compare_parser(sub: Any, name: str, *, help: str, description: str) -> argp
 
 # ---------------------------------------------------------------------------------- helpers
 def _load(path: str):
+    """A .nir file, or a shipped example by (a unique prefix of) its name, e.g. ``braille``."""
+    from . import examples
     from .io import load
 
+    if not Path(path).exists() and "/" not in path and not path.endswith((".nir", ".h5", ".hdf5")):
+        hits = [n for n in examples.names() if n == path] or [n for n in examples.names() if n.startswith(path)]
+        if len(hits) == 1:
+            return load(str(examples.path(hits[0])))
+        raise InputError(f"{path!r} is neither a file nor a shipped example"
+                         + (f" (it starts {hits})" if hits else "")
+                         + f". Fix: give a .nir file, or one of the examples {examples.names()}")
     return load(path)
+
+
+def _value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def _pairs(items: list[str], flag: str, need_key: bool) -> tuple[dict, dict]:
+    """``[NODE:]KEY=VALUE`` items as ({key: value}, {node: {key: value}})."""
+    flat: dict[str, Any] = {}
+    per: dict[str, dict[str, Any]] = {}
+    for item in items:
+        head, eq, value = item.partition("=")
+        node, colon, key = head.rpartition(":")
+        if not eq or not key or (need_key and not colon):
+            form = "NAME:KEY=VALUE" if need_key else "[NODE:]KEY=VALUE"
+            raise InputError(f"{flag} {item!r} is not {form}. Fix: e.g. {flag} "
+                             + ("lif1:reset=zero" if need_key else "reset_mechanism=zero"))
+        if colon:
+            per.setdefault(node, {})[key.strip()] = _value(value)
+        else:
+            flat[key.strip()] = _value(value)
+    return flat, per
+
+
+def _graph_and_dynamics(args: argparse.Namespace):
+    """The graph of ``args.file`` and its Dynamics from the flags (``--library``: through
+    ``import_graph``, the file's corrections included)."""
+    from . import presets
+
+    g = _load(args.file)
+    if args.library is not None and args.preset is not None:
+        raise InputError("--library and --preset both given. Fix: --library LIB reads the file as LIB wrote it "
+                         "and uses LIB's preset; give one of them")
+    opts, per_node = _pairs(args.option, "--option", need_key=False)
+    if (opts or per_node) and args.library is None and args.preset is None:
+        raise InputError("--option sets a library's own option: it needs --library LIB (or --preset LIB). "
+                         "Fix: e.g. --library snntorch --option reset_mechanism=zero")
+    if args.export_dt is not None and args.library is None:
+        raise InputError("--export-dt is read by --library norse only. Fix: add --library norse")
+    kw = _field_flags(args)
+    if args.library is not None:
+        try:
+            return presets.import_graph(g, args.library, export_dt=args.export_dt, options=per_node or None,
+                                        **opts, **kw)
+        except NirBridgeError as e:
+            raise type(e)(_shell(str(e))) from None
+    if args.preset is not None:
+        return g, presets._preset_dynamics(presets.get_preset(args.preset), {**kw, **opts}, per_node or None, g)
+    if "dt" not in kw:
+        raise InputError("--dt is required: NIR files store no time step. Fix: e.g. --dt 1e-4 (seconds), or "
+                         "--library LIB for the file's library")
+    return g, Dynamics(**kw)
+
+
+def _field_flags(args: argparse.Namespace) -> dict:
+    kw = {k: getattr(args, k) for k in _FIELDS if getattr(args, k, None) is not None}
+    if args.dt is not None:
+        kw["dt"] = args.dt
+    for flag, attr in (("--by-type", "by_type"), ("--by-node", "by_node")):
+        _, per = _pairs(getattr(args, attr), flag, need_key=True)
+        if per:
+            kw[attr] = {k: {f: (int(v) if f == "output_delay" else v) for f, v in d.items()} for k, d in per.items()}
+    return kw
+
+
+def _shell(text: str) -> str:
+    """A message's Python fix also phrased as the flags that do it."""
+    import re
+
+    m = re.search(r"import_graph\(path, '(\w+)'(?:, export_dt=([\w.+-]+))?", text)
+    if m:
+        flags = f"--library {m.group(1)}" + (f" --export-dt {m.group(2)}" if m.group(2) else "")
+        return f"{text} (shell: {flags})"
+    m = re.search(r"Dynamics\.preset\('(\w+)', (\w+)=([^,)]+)\)", text)
+    if m:
+        value = m.group(3).strip("'\"")
+        return f"{text} (shell: --library {m.group(1)} --option {m.group(2)}={value})"
+    if "without import_graph" in text:
+        return f"{text} (shell: --preset LIB instead of --library LIB)"
+    return text
 
 
 def _enable_float64(dtype: str, backends) -> None:
@@ -181,17 +347,6 @@ def _out_path(path: str) -> Path:
     if not p.parent.is_dir():
         raise InputError(f"--out {path!r}: the folder {str(p.parent)!r} does not exist. Fix: create it first")
     return p
-
-
-def _dynamics(args: argparse.Namespace) -> Dynamics:
-    kw = {k: getattr(args, k) for k in ("method", "reset", "threshold", "synapse") if getattr(args, k) is not None}
-    if args.dt is not None:
-        kw["dt"] = args.dt
-    if args.preset is not None:
-        return Dynamics.preset(args.preset, **kw)
-    if "dt" not in kw:
-        raise InputError("--dt is required: NIR files store no time step. Fix: e.g. --dt 1e-4 (seconds)")
-    return Dynamics(**kw)
 
 
 def _parse_random(spec: str) -> tuple[int, int, float]:
@@ -295,8 +450,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate
 
     out_path = _out_path(args.out)
-    g = _load(args.file)
-    dyn = _dynamics(args)
+    g, dyn = _graph_and_dynamics(args)
     x, what = _inputs(args, g)
     T, B = _describe_input(x)
     _enable_float64(args.dtype, [args.backend])
@@ -322,8 +476,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _run_compare(args: argparse.Namespace):
     from .compare import compare
 
-    g = _load(args.file)
-    dyn = _dynamics(args)
+    g, dyn = _graph_and_dynamics(args)
     x, what = _inputs(args, g)
     backends, explicit = _backends(args.backends)
     _enable_float64(args.dtype, backends)
@@ -357,7 +510,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .testing import random_spikes
 
     g = _load(str(examples.path("braille_noDelay_bias_zero")))
-    dyn = Dynamics.preset(DEMO_PRESET)
+    dyn = Dynamics.preset(DEMO_PRESET, reset_mechanism="subtract")  # the Braille net resets by subtraction
     x = random_spikes(g, args.steps, args.batch, args.p, seed=args.seed)
     backends, explicit = _backends(args.backends)
     _enable_float64(args.dtype, backends)

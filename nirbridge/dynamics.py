@@ -59,6 +59,10 @@ combines them into one preset per library):
   e.g. the bias of a recurrent Affine. ``"zero"`` (default): zeros, the NIR cycle convention.
 * ``by_type={"CubaLIF": {"reset_timing": "same"}}``: settings for one node type only (Spyx
   places the reset differently in LIF and CuBaLIF).
+* ``by_node={"1": {"reset": "zero"}}``: settings for one node only, by its flat (dotted) name
+  (a model whose layers differ). ``by_node`` wins over ``by_type``. An unknown node type is an
+  error when the Dynamics is made, an unknown node name when a program is built for a graph; both
+  errors name the valid ones.
 
 Gradients: the spike's derivative is replaced by a surrogate, ``surrogate="fast_sigmoid"``
 (``1 / (1 + slope |v - v_threshold|)^2``, slope 25, as in snnTorch) by default, or
@@ -125,6 +129,8 @@ class Dynamics:
         recurrent_start: ``"zero"`` or ``"rest"`` (snnTorch: a recurrent Affine gives its bias at step 0).
         input_gain: ``"nir"`` (the input is scaled by ``r``, ``w_in``) or ``"unit"`` (Spyx: they are ignored).
         by_type: ``{node type: {setting: value}}``: settings that differ for one node type.
+        by_node: ``{node name: {setting: value}}``: settings that differ for one node (its flat,
+            dotted name as in ``graph.plan``); applied after ``by_type``.
 
     The module docstring states every update; :meth:`preset` gives each library's settings.
 
@@ -149,6 +155,10 @@ class Dynamics:
     recurrent_start: str = "zero"
     input_gain: str = "nir"
     by_type: Any = ()
+    by_node: Any = ()
+    #: where these Dynamics come from: ``None``, or set by :meth:`preset` / ``import_graph`` (the
+    #: library, the library options stated, whether the graph was checked); not compared or shown
+    origin: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         try:
@@ -187,6 +197,7 @@ class Dynamics:
                                 "Fix: e.g. surrogate_slope=25.0 (the default)")
         object.__setattr__(self, "surrogate_slope", slope)
         object.__setattr__(self, "by_type", _normalize_by_type(self))
+        object.__setattr__(self, "by_node", _normalize_by_type(self, "by_node"))
 
     @property
     def stored_voltage(self) -> str:
@@ -197,8 +208,12 @@ class Dynamics:
 
     def for_node(self, name: str, node_type: str) -> Dynamics:
         """The settings for the node called ``name`` (flat name) of type ``node_type``: the one method
-        every kernel asks (``by_type`` applied)."""
-        return self.for_type(node_type)
+        every kernel asks (``by_type``, then ``by_node`` applied)."""
+        d = self.for_type(node_type)
+        for n, items in self.by_node:
+            if n == name:
+                return replace(d, by_type=(), by_node=(), **dict(items))
+        return d if d is self else replace(d, by_node=())
 
     def for_type(self, node_type: str) -> Dynamics:
         """The settings for nodes of ``node_type``: these Dynamics with its ``by_type`` entry applied."""
@@ -206,6 +221,22 @@ class Dynamics:
             if t == node_type:
                 return replace(self, by_type=(), **dict(items))
         return self
+
+    def check_graph(self, graph: Any) -> None:
+        """Check these Dynamics against ``graph`` before a program is built: every ``by_node`` name
+        must be a node of the graph (else :class:`~nirbridge.errors.DynamicsError` naming the valid
+        ones), and preset Dynamics are checked against the exporter signatures nirbridge knows
+        (:func:`nirbridge.presets.check_signatures`, which warns)."""
+        if self.by_node:
+            steps = {s.name: s.node.type for s in graph.plan.steps}
+            bad = [n for n, _ in self.by_node if n not in steps]
+            if bad:
+                valid = [n for n, t in steps.items() if t not in ("Input", "Output")]
+                raise DynamicsError(f"Dynamics.by_node names {bad}, which are not nodes of this graph; its nodes: "
+                                    f"{valid}. Fix: use the flat (dotted) node names of graph.plan")
+        check = _PRESET_LOOKUP.get("check")
+        if check is not None and self.origin is not None:
+            check(graph, self)
 
     def __repr__(self) -> str:
         text = (f"Dynamics(dt={self.dt!r}, method={self.method!r}, reset={self.reset!r}, "
@@ -218,6 +249,8 @@ class Dynamics:
                 text += f", {name}={v!r}"
         if self.by_type:
             text += f", by_type={ {t: dict(items) for t, items in self.by_type}!r}"
+        if self.by_node:
+            text += f", by_node={ {t: dict(items) for t, items in self.by_node}!r}"
         return text + ")"
 
     def replace(self, **changes: Any) -> Dynamics:
@@ -230,7 +263,11 @@ class Dynamics:
 
         ``name`` is one of :func:`nirbridge.presets.names` (``"nir"``, ``"snntorch"``, ``"norse"``,
         ``"sinabs"``, ``"spikingjelly"``, ``"spyx"``, ...); ``overrides`` change any setting, e.g.
-        ``Dynamics.preset("norse", dt=1e-4)``. ``"nir"`` is the plain reading of the NIR 1.0.8
+        ``Dynamics.preset("norse", dt=1e-4)``, and the library's own option names for what its
+        files do not hold, e.g. ``Dynamics.preset("snntorch", reset_mechanism="zero")`` or
+        ``Dynamics.preset("sinabs", norm_input=False)``, also per node:
+        ``options={"node name": {"reset_mechanism": "zero"}}`` (:data:`nirbridge.presets.OPTIONS`
+        lists them). ``"nir"`` is the plain reading of the NIR 1.0.8
         spec and has no dt of its own. :mod:`nirbridge.presets` documents every choice of every
         preset, and the parameter corrections some exporters need
         (:func:`nirbridge.presets.import_graph`).
@@ -250,9 +287,13 @@ class Dynamics:
 _PRESET_LOOKUP: dict[str, Any] = {}
 
 
-def set_preset_lookup(lookup: Any) -> None:
-    """Install the function :meth:`Dynamics.preset` looks presets up with (``nirbridge.presets`` does)."""
+def set_preset_lookup(lookup: Any, check: Any = None) -> None:
+    """Install the function :meth:`Dynamics.preset` looks presets up with (``nirbridge.presets`` does),
+    and optionally the check of a graph against a preset's exporter signatures
+    (:meth:`Dynamics.check_graph` calls it)."""
     _PRESET_LOOKUP["preset"] = lookup
+    if check is not None:
+        _PRESET_LOOKUP["check"] = check
 
 
 def _is_choice(v: Any, allowed: tuple) -> bool:
@@ -279,29 +320,44 @@ def _check_voltage(timing: str, voltage: str | None, where: str) -> None:
         )
 
 
-def _normalize_by_type(d: Dynamics) -> tuple:
-    """``by_type`` as a sorted tuple of ``(node type, ((setting, value), ...))`` (hashable), checked."""
-    raw = d.by_type
+def _node_types() -> tuple[str, ...]:
+    from .nodes import NODE_SPECS
+
+    return tuple(sorted(NODE_SPECS))
+
+
+def _normalize_by_type(d: Dynamics, attr: str = "by_type") -> tuple:
+    """``by_type`` (or ``by_node``) as a sorted tuple of ``(key, ((setting, value), ...))``
+    (hashable), checked."""
+    raw = getattr(d, attr)
+    what = "node type" if attr == "by_type" else "node name"
+    example = ("by_type={'CubaLIF': {'reset_timing': 'same'}}" if attr == "by_type"
+               else "by_node={'1': {'reset': 'zero'}}")
     if isinstance(raw, tuple) and all(isinstance(e, tuple) and len(e) == 2 for e in raw):
         raw = {t: dict(items) for t, items in raw}
     if not isinstance(raw, Mapping):
-        raise DynamicsError(f"Dynamics.by_type must be a dict {{node type: {{setting: value}}}}, got {raw!r}. "
-                            "Fix: e.g. by_type={'CubaLIF': {'reset_timing': 'same'}}")
+        raise DynamicsError(f"Dynamics.{attr} must be a dict {{{what}: {{setting: value}}}}, got {raw!r}. "
+                            f"Fix: e.g. {example}")
     out = []
+    types = _node_types() if attr == "by_type" and raw else ()
     for t, items in raw.items():
         if not isinstance(t, str) or not isinstance(items, Mapping):
-            raise DynamicsError(f"Dynamics.by_type entry {t!r}: {items!r} is not node type: {{setting: value}}. "
-                                "Fix: e.g. by_type={'CubaLIF': {'reset_timing': 'same'}}")
+            raise DynamicsError(f"Dynamics.{attr} entry {t!r}: {items!r} is not {what}: {{setting: value}}. "
+                                f"Fix: e.g. {example}")
+        if attr == "by_type" and t not in types:
+            raise DynamicsError(f"Dynamics.by_type[{t!r}]: no node type {t!r}; the node types are {list(types)}. "
+                                "Fix: use one of them, or by_node={node name: {...}} for one node")
         bad = sorted(map(repr, set(items) - set(_PER_TYPE)))
         if bad:
-            raise DynamicsError(f"Dynamics.by_type[{t!r}] sets {bad}, which cannot differ per node type. "
+            per = "node type" if attr == "by_type" else "node"
+            raise DynamicsError(f"Dynamics.{attr}[{t!r}] sets {bad}, which cannot differ per {per}. "
                                 f"Fix: use only {list(_PER_TYPE)}")
         for k, v in items.items():
             if not _is_choice(v, _CHOICES[k]):
-                raise DynamicsError(f"Dynamics.by_type[{t!r}][{k!r}]={v!r} is not one of {_CHOICES[k]}. "
+                raise DynamicsError(f"Dynamics.{attr}[{t!r}][{k!r}]={v!r} is not one of {_CHOICES[k]}. "
                                     "Fix: pick one of them")
         timing = items.get("reset_timing", d.reset_timing)
         voltage = items.get("voltage", d.voltage)
-        _check_voltage(timing, voltage, f".by_type[{t!r}]")
+        _check_voltage(timing, voltage, f".{attr}[{t!r}]")
         out.append((t, tuple(sorted(items.items()))))
     return tuple(sorted(out))

@@ -37,8 +37,9 @@ from .dynamics import Dynamics, set_preset_lookup
 from .errors import DynamicsError, NirBridgeWarning, ParameterError, UnsupportedError, node_error
 from .graph import Graph, check_graph
 
-__all__ = ["ASPECTS", "PRESETS", "Preset", "ExporterQuirkWarning", "LostInformationWarning", "export_graph",
-           "get_preset", "import_graph", "names"]
+__all__ = ["ASPECTS", "OPTIONS", "PRESETS", "Preset", "ExporterQuirkWarning", "ExporterSignatureWarning",
+           "LostInformationWarning", "check_signatures", "export_graph", "get_preset", "import_graph", "names",
+           "option_settings"]
 
 NEURONS = ("LIF", "CubaLIF", "IF", "LI", "CubaLI", "I")
 SPIKING = ("LIF", "CubaLIF", "IF")
@@ -76,14 +77,11 @@ class Preset:
     quirks: tuple[str, ...] = ()  # what import_graph corrects
     assumed: Mapping[str, str] = field(default_factory=dict)  # node type -> what the preset assumes
 
-    def dynamics(self, **overrides: Any) -> Dynamics:
-        """The preset's Dynamics, with ``overrides`` (any Dynamics field, e.g. ``dt=1e-4``)."""
-        kw = dict(self.settings)
-        kw.update(overrides)
-        if "dt" not in kw:
-            raise DynamicsError(f"preset {self.name!r} has no dt of its own. "
-                                f"Fix: Dynamics.preset({self.name!r}, dt=1e-4)")
-        return Dynamics(**kw)
+    def dynamics(self, *, options: Mapping[str, Mapping[str, Any]] | None = None, **overrides: Any) -> Dynamics:
+        """The preset's Dynamics, with ``overrides``: any Dynamics field (e.g. ``dt=1e-4``) or one of
+        the library's own options (:data:`OPTIONS`, e.g. ``reset_mechanism="zero"`` for snnTorch);
+        ``options={"node name": {option: value}}`` sets library options for single nodes."""
+        return _preset_dynamics(self, overrides, options, None)
 
 
 def _preset(name, library, settings, notes, exporter, lost=(), quirks=(), assumed=None) -> Preset:
@@ -321,27 +319,292 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-set_preset_lookup(get_preset)
+# ====================================================================== the library's own options
+#: Each library's own names for the settings its NIR files do not hold: ``{library: {option:
+#: (allowed values, default)}}``. :meth:`Dynamics.preset` and :func:`import_graph` take them
+#: (globally or per node with ``options={"node": {...}}``) and translate them into Dynamics
+#: settings for each node type (:func:`option_settings`).
+OPTIONS: dict[str, dict[str, tuple[tuple, Any]]] = {
+    "snntorch": {"reset_mechanism": (("subtract", "zero", "none"), "subtract"),
+                 "reset_delay": ((True, False), True)},
+    "sinabs": {"norm_input": ((True, False), True),
+               "spike_fn": (("MultiSpike", "SingleSpike"), "MultiSpike"),
+               "reset_fn": (("MembraneSubtract", "MembraneReset"), "MembraneSubtract")},
+    "rockpool": {"max_spikes_per_dt": ((1, 2 ** 16), 2 ** 16)},
+}
+
+
+def _option_value(library: str, name: str, value: Any, where: str) -> Any:
+    allowed, _ = OPTIONS[library][name]
+    if isinstance(allowed[0], str) and not isinstance(value, str):  # a class, function or instance
+        value = getattr(value, "__name__", None) or type(value).__name__
+    if isinstance(value, str):
+        value = value.rsplit(".", 1)[-1]
+    if library == "rockpool" and name == "max_spikes_per_dt" and not isinstance(value, bool):
+        try:
+            value = 1 if int(value) == 1 else (2 ** 16 if int(value) >= 2 ** 16 else int(value))
+        except (TypeError, ValueError):
+            pass
+    if isinstance(allowed[0], bool) and not isinstance(value, bool):
+        pass  # 0/1 are not booleans here
+    elif value in allowed and (isinstance(value, bool) == isinstance(allowed[0], bool)):
+        return value
+    if library == "snntorch" and value == "none":
+        return value
+    raise DynamicsError(f"{where}: {library} option {name}={value!r} is not one of {list(allowed)}. "
+                        f"Fix: pick one of them{_option_hint(library, name)}")
+
+
+def _option_hint(library: str, name: str) -> str:
+    if (library, name) == ("rockpool", "max_spikes_per_dt"):
+        return " (a clamp of the spike count between 1 and 2**16 is not modelled by nirbridge)"
+    return ""
+
+
+def option_settings(library: str, options: Mapping[str, Any], node_type: str, where: str = "options") -> dict:
+    """The Dynamics settings (of :data:`~nirbridge.dynamics.Dynamics` ``by_type`` / ``by_node``
+    kind) that ``library``'s own ``options`` mean for a node of ``node_type``; ``{}`` where they
+    change nothing. Raises :class:`~nirbridge.errors.DynamicsError` for an unknown option or value,
+    and for a setting nirbridge cannot express (naming it)."""
+    known = OPTIONS.get(library, {})
+    bad = sorted(set(options) - set(known))
+    if bad:
+        raise DynamicsError(f"{where}: {bad} {'is' if len(bad) == 1 else 'are'} not options of {library!r}; its "
+                            f"options: {sorted(known) or 'none'}. Fix: use those (or Dynamics fields such as "
+                            "reset=, voltage=)")
+    o = {k: _option_value(library, k, v, where) for k, v in options.items()}
+    o = {**{k: d for k, (_, d) in known.items()}, **o}
+    if library == "snntorch":
+        if o["reset_mechanism"] == "none":
+            raise DynamicsError(f"{where}: snnTorch reset_mechanism='none' (no reset at all) cannot be expressed: "
+                                "nirbridge's Dynamics reset to v_reset (reset='zero') or subtract v_threshold "
+                                "(reset='subtract'). Fix: use reset_mechanism='subtract' or 'zero' in the snnTorch "
+                                "model")
+        if node_type not in ("LIF", "CubaLIF"):
+            return {}
+        mech = o["reset_mechanism"]
+        if not o["reset_delay"]:  # the reset in the step of the spike, mem after it
+            if mech == "subtract":
+                raise DynamicsError(
+                    f"{where}: snnTorch reset_delay=False with reset_mechanism='subtract' cannot be expressed: its "
+                    "step subtracts v_threshold where the previous voltage, after its reset, is still above the "
+                    "threshold, and tests the spike on that, then adds it back ('avoid double reset'); no Dynamics "
+                    "setting does this. Fix: reset_delay=True (snnTorch's default) or reset_mechanism='zero' in the "
+                    "snnTorch model")
+            return {"reset": mech, "reset_timing": "same", "voltage": "post"}
+        if mech == "subtract":
+            return {"reset": "subtract", "reset_timing": "late"}
+        if node_type == "LIF":  # Leaky: v = beta (1 - R) v + x
+            return {"reset": "zero", "reset_timing": "same", "voltage": "pre"}
+        return {"reset": "zero", "reset_timing": "late"}  # Synaptic: v = (1 - R)(beta v + i)
+    if library == "sinabs":
+        out: dict[str, Any] = {}
+        if node_type in ("LIF", "LI"):
+            out["input_gain"] = "nir" if o["norm_input"] else "unit"
+        if node_type in SPIKING:
+            out["spikes"] = "count" if o["spike_fn"] == "MultiSpike" else "single"
+            out["reset"] = "subtract" if o["reset_fn"] == "MembraneSubtract" else "zero"
+        return out
+    if library == "rockpool":
+        if node_type in SPIKING:
+            return {"spikes": "single" if o["max_spikes_per_dt"] == 1 else "count"}
+        return {}
+    return {}
+
+
+_DYN_FIELDS = tuple(f for f in Dynamics.__dataclass_fields__ if f != "origin")
+
+
+def _preset_dynamics(preset: Preset, overrides: Mapping[str, Any], options: Mapping[str, Any] | None,
+                     graph: Graph | None, imported: bool = False) -> Dynamics:
+    """The Dynamics of ``preset`` with Dynamics-field ``overrides``, the library's own options among
+    them, and per-node library ``options`` (node types from ``graph`` when given)."""
+    where = f"Dynamics.preset({preset.name!r})" if not imported else f"import_graph(..., {preset.name!r})"
+    known = OPTIONS.get(preset.name, {})
+    lib = {k: v for k, v in overrides.items() if k in known}
+    kw = {k: v for k, v in overrides.items() if k not in known}
+    bad = sorted(set(kw) - set(_DYN_FIELDS))
+    if bad:
+        raise DynamicsError(f"{where}: {bad} {'is' if len(bad) == 1 else 'are'} neither a Dynamics field nor an "
+                            f"option of {preset.name!r}. Fix: use the library options {sorted(known) or '(none)'} "
+                            f"or the Dynamics fields {list(_DYN_FIELDS)}")
+    settings = dict(preset.settings)
+    settings.update(kw)
+    if "dt" not in settings:
+        raise DynamicsError(f"preset {preset.name!r} has no dt of its own. "
+                            f"Fix: Dynamics.preset({preset.name!r}, dt=1e-4)")
+    stated = set(lib)
+    if lib:
+        by_type = {t: dict(v) for t, v in _by_mapping(settings.get("by_type", ()))}
+        base = Dynamics(**settings)
+        for t in NEURONS:
+            here = base.for_type(t)  # only what the options change is written
+            extra = {k: v for k, v in option_settings(preset.name, lib, t, where).items() if getattr(here, k) != v}
+            if extra:
+                by_type[t] = {**by_type.get(t, {}), **extra}
+        settings["by_type"] = by_type
+    if options:
+        if not isinstance(options, Mapping):
+            raise DynamicsError(f"{where}: options must be a dict {{node name: {{option: value}}}}, got "
+                                f"{options!r}. Fix: e.g. options={{'1': {{...}}}}")
+        types = {s.name: s.node.type for s in graph.plan.steps} if graph is not None else None
+        by_node = {n: dict(v) for n, v in _by_mapping(settings.get("by_node", ()))}
+        for node, opts in options.items():
+            if not isinstance(opts, Mapping):
+                raise DynamicsError(f"{where}: options[{node!r}] must be a dict {{option: value}}, got {opts!r}")
+            stated.update(opts)
+            merged = {**lib, **opts}
+            if types is not None:
+                if node not in types:
+                    valid = [n for n, t in types.items() if t in NEURONS]
+                    raise DynamicsError(f"{where}: options names node {node!r}, which is not in the graph; its "
+                                        f"neurons: {valid}. Fix: use one of those names")
+                extra = option_settings(preset.name, merged, types[node], f"{where}, options[{node!r}]")
+            else:
+                per = [option_settings(preset.name, merged, t, f"{where}, options[{node!r}]") for t in NEURONS]
+                union: dict[str, set] = {}
+                for v in per:
+                    for k, x in v.items():
+                        union.setdefault(k, set()).add(x)
+                if any(len(v) > 1 for v in union.values()):
+                    raise DynamicsError(f"{where}: options[{node!r}] = {dict(opts)!r} means different settings for "
+                                        "different node types and the node's type is not known here. Fix: "
+                                        f"nb.presets.import_graph(graph, {preset.name!r}, options=...), which reads it")
+                extra = {k: next(iter(v)) for k, v in union.items()}
+            by_node[node] = {**by_node.get(node, {}), **extra}
+        settings["by_node"] = by_node
+    dyn = Dynamics(**settings)
+    object.__setattr__(dyn, "origin", MappingProxyType(
+        {"library": preset.name, "stated": frozenset(stated), "imported": imported}))
+    return dyn
+
+
+def _by_mapping(raw) -> list:
+    if isinstance(raw, Mapping):
+        return list(raw.items())
+    return [(t, dict(items)) for t, items in raw]
+
+
+# ====================================================================== exporter signatures
+class ExporterSignatureWarning(NirBridgeWarning):
+    """A graph simulated with a library's preset looks like a file that needs :func:`import_graph`
+    (or states what the preset assumes); the message names the node, the library and the call."""
+
+
+_ASSUMED_FIELDS = ("reset", "reset_timing", "stored_voltage", "input_gain", "spikes")
+
+
+def check_signatures(graph: Graph, dyn: Dynamics) -> None:
+    """Warn where ``graph``, simulated with the preset Dynamics ``dyn``, shows an exporter signature
+    nirbridge knows and ``import_graph`` was not used: Norse 1.1.0's ``tau = dt * tau_mem``,
+    Spyx's ``r = beta``, Rockpool's ``r = (tau/dt) exp(-dt/tau)``, a ``dt/tau`` above 1 under
+    forward Euler; and, for snnTorch and Sinabs, that the file cannot say the reset mechanism /
+    ``norm_input`` the preset assumes. Each :class:`ExporterSignatureWarning` names the node, the
+    library and the call that fixes it. Called for every program built with preset Dynamics
+    (:meth:`Dynamics.check_graph`); Dynamics returned by :func:`import_graph` are not checked again."""
+    origin = dyn.origin
+    if not isinstance(origin, Mapping) or origin.get("imported"):
+        return
+    lib = origin.get("library")
+    if lib not in PRESETS:
+        return
+    warned: set[str] = set()
+    for s in graph.plan.steps:
+        t, p = s.node.type, s.node.params
+        tf = {"LIF": "tau", "LI": "tau", "CubaLIF": "tau_mem", "CubaLI": "tau_mem"}.get(t)
+        if tf is None:
+            continue
+        d = dyn.for_node(s.name, t)
+        tau = np.asarray(p[tf], dtype=np.float64)
+        r = np.asarray(p["r"], dtype=np.float64)
+        msg = None
+        if lib == "norse" and np.any(tau < d.dt):
+            msg = (f"tau = {_short(tau)} s is below dt = {d.dt:g} s: Norse 1.1.0 writes tau = dt * tau_mem "
+                   "(norse#411). "
+                   f"Fix: graph, dynamics = nb.presets.import_graph(path, 'norse', export_dt={d.dt:g})")
+        elif (d.input_gain == "nir" and r.size and np.all(r < 1)
+              and np.allclose(r, 1 - d.dt / np.broadcast_to(tau, r.shape), rtol=1e-5, atol=1e-7)):
+            msg = (f"r = {_short(r)} equals beta = 1 - dt/tau, as Spyx's exporter writes it (Spyx adds the input "
+                   f"unscaled; the Spyx preset ignores r). Fix: graph, dynamics = nb.presets.import_graph(path, "
+                   f"'spyx', dt={d.dt:g})")
+        elif lib == "rockpool" and r.size and np.all(r > 0):
+            est = np.broadcast_to(tau, r.shape) * _lambert_w(1.0 / r)
+            ref = float(np.median(est))
+            if ref > 0 and np.all(np.abs(est - ref) <= 1e-5 * ref) and not np.allclose(r, -1 / np.expm1(-d.dt / tau)):
+                msg = (f"r = {_short(r)} = (tau/dt) exp(-dt/tau) with dt = {ref:.6g} s, as Rockpool's exporter "
+                       "writes it. Fix: graph, dynamics = nb.presets.import_graph(path, 'rockpool')")
+        if msg is None and d.method == "euler" and np.any(d.dt / tau > 1):
+            fix = (f"nb.presets.import_graph(path, {lib!r}" + (", export_dt=...)" if lib == "norse" else ")")
+                   if lib in _IMPORT_FIXES else f"Dynamics.preset({lib!r}, dt=...) with the file's dt")
+            msg = (f"dt/tau = {float(np.max(d.dt / tau)):.3g} > 1: forward Euler overshoots (the voltage flips sign "
+                   f"each step); tau is probably not in seconds or dt is not the exporter's. Fix: {fix}")
+        if msg:
+            warned.add(s.name)
+            warnings.warn(ExporterSignatureWarning(f"node {s.name!r} ({t}), preset {lib!r}: {msg}"), stacklevel=4)
+    _warn_assumed(graph, dyn, lib, origin, warned)
+
+
+def _warn_assumed(graph: Graph, dyn: Dynamics, lib: str, origin: Mapping, skip: set[str]) -> None:
+    """snnTorch and Sinabs files cannot say the reset mechanism / input scaling: name the assumption
+    and the option that changes it, for the nodes still simulated with the preset's defaults."""
+    if lib not in ("snntorch", "sinabs") or origin.get("stated"):
+        return
+    base = get_preset(lib).dynamics()
+    nodes = []
+    for s in graph.plan.steps:
+        if s.node.type not in (SPIKING if lib == "snntorch" else ("LIF", "LI", "IF")) or s.name in skip:
+            continue
+        a, b = dyn.for_node(s.name, s.node.type), base.for_node(s.name, s.node.type)
+        if all(getattr(a, f) == getattr(b, f) for f in _ASSUMED_FIELDS):
+            nodes.append(s.name)
+    if not nodes:
+        return
+    if lib == "snntorch":
+        what = ("reset_mechanism and reset_delay; simulating snnTorch's defaults reset_mechanism='subtract', "
+                "reset_delay=True. If the model used another: Dynamics.preset('snntorch', reset_mechanism='zero') "
+                "(or reset_delay=False; per layer: options={node: {...}})")
+    else:
+        what = ("norm_input, spike_fn and reset_fn; simulating Sinabs' defaults norm_input=True, MultiSpike, "
+                "MembraneSubtract. If the model used others: Dynamics.preset('sinabs', norm_input=False) (or "
+                "spike_fn='SingleSpike', reset_fn='MembraneReset'; per layer: options={node: {...}})")
+    warnings.warn(LostInformationWarning(
+        f"nodes {nodes}, preset {lib!r}: the NIR file does not hold {what}; stating the options (also the "
+        "defaults) silences this"), stacklevel=5)
+
+
+set_preset_lookup(get_preset, check_signatures)
 
 
 # ====================================================================== import: exporter quirks
-def import_graph(graph: Graph, library: str, *, dt: float | None = None,
-                 export_dt: float | None = None) -> tuple[Graph, Dynamics]:
-    """Correct a library's known exporter quirks in ``graph`` and return it with the library's Dynamics.
+def import_graph(graph: Any, library: str, *, dt: float | None = None, export_dt: float | None = None,
+                 options: Mapping[str, Mapping[str, Any]] | None = None, **library_options: Any
+                 ) -> tuple[Graph, Dynamics]:
+    """Read a library's NIR export: correct its known exporter quirks and return it with the
+    Dynamics that reproduce the library's own simulation.
 
     Returns ``(graph, dynamics)``: the corrected graph (a new one; ``graph`` is not changed) and
-    ``Dynamics.preset(library, dt=dt)``. Every change is announced once per node by an
-    :class:`ExporterQuirkWarning` naming the node and the change, and what the file cannot hold
-    by one :class:`LostInformationWarning` per neuron naming the assumption.
+    ``Dynamics.preset(library, dt=dt, **library_options, options=options)``. Every change is
+    announced once per node by an :class:`ExporterQuirkWarning` naming the node and the change,
+    and what the file cannot hold by one :class:`LostInformationWarning` per neuron naming the
+    assumption (for snnTorch and Sinabs only while none of the library's options is stated).
 
     Args:
-        graph: the graph as loaded (``nb.load(path)``).
+        graph: a :class:`~nirbridge.graph.Graph`, a ``nir.NIRGraph`` (what an exporter returns) or
+            the path of a ``.nir`` file.
         library: a preset name (:func:`names`).
         dt: the simulation time step (default: the preset's).
         export_dt: Norse only, required: the ``dt`` given to ``norse.torch.to_nir`` (its default
             is 1e-3). Norse 1.1.0 writes ``tau = export_dt * tau_mem``; files from earlier
             exporters (e.g. the NIR paper's ``lif_norse.nir``) hold tau in seconds and need no
             ``import_graph`` at all.
+        options: ``{node name: {option: value}}``: the library's options for single nodes (a
+            model whose layers differ), on top of the global ones.
+        **library_options: the library's own names for what the file does not hold
+            (:data:`OPTIONS`): snnTorch ``reset_mechanism`` (``"subtract"``, ``"zero"``) and
+            ``reset_delay``; Sinabs ``norm_input``, ``spike_fn`` (``"MultiSpike"``,
+            ``"SingleSpike"``, or the class) and ``reset_fn`` (``"MembraneSubtract"``,
+            ``"MembraneReset"``, or an instance); Rockpool ``max_spikes_per_dt`` (1 or the default).
+            Any Dynamics field may be given too (e.g. ``reset="zero"``).
 
     Corrections: Norse: ``tau /= export_dt`` (LIF, LI, CubaLIF), CubaLIF ``w_in = tau_syn / dt``;
     Spyx: ``r = tau / dt``, ``w_in = tau_syn / dt``, a nested graph's ``input -> w_rec`` edge
@@ -351,20 +614,27 @@ def import_graph(graph: Graph, library: str, *, dt: float | None = None,
     and CubaLIF ``w_in = a_s/(1 - a_s)`` with ``a = exp(-dt/tau)``. snnTorch, Sinabs and
     SpikingJelly need no correction.
     """
+    from .io import as_graph
+
+    graph = as_graph(graph, "import_graph")
     check_graph(graph, "import_graph")
     preset = get_preset(library)
     if library == "rockpool":  # the file holds dt, inside r
         dt = _rockpool_dt(graph, dt)
-    dyn = preset.dynamics() if dt is None else preset.dynamics(dt=dt)
+    overrides = dict(library_options)
+    if dt is not None:
+        overrides["dt"] = dt
+    dyn = _preset_dynamics(preset, overrides, options, graph, imported=True)
     fix = _IMPORT_FIXES.get(library)
     if fix is not None:
         graph = fix(graph, dyn, export_dt)
     elif export_dt is not None:
         raise DynamicsError(f"import_graph(..., {library!r}): export_dt is used for Norse files only. "
                             "Fix: leave it out (pass dt= for the simulation time step)")
+    stated = dyn.origin["stated"] if library in OPTIONS else ()
     for s in graph.plan.steps:
         note = preset.assumed.get(s.node.type)
-        if note:
+        if note and not stated:
             lost = "; ".join(preset.lost)
             warnings.warn(LostInformationWarning(
                 f"node {s.name!r} ({s.node.type}): {preset.library}'s NIR export does not hold: {lost}. "

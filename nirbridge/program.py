@@ -90,6 +90,7 @@ def build_program(graph: Graph, dynamics: Dynamics, backend: str = "reference") 
         raise DynamicsError(
             f"expected a nirbridge.Dynamics, got {type(dynamics).__name__}. Fix: pass Dynamics(dt=...)"
         )
+    dynamics.check_graph(graph)  # by_node names; a preset's exporter signatures (warnings)
     plan = graph.plan
     kernels = {s.name: build_kernel(s, dynamics, backend) for s in plan.steps}
     delayed = _delayed_edges(plan, dynamics)

@@ -195,3 +195,65 @@ def test_demo(capsys):
     assert "OK: reference, jax, torch agree on every recorded value" in out
     for b in ("reference", "jax", "torch"):
         assert any(line.strip().startswith(b) and "steps/s" in line for line in out.splitlines()), b
+
+
+# ---------------------------------------------------------------------- every Dynamics field, libraries
+def test_examples_by_name(capsys):
+    code, out, err = run(capsys, "info", "braille")
+    assert code == 0 and "2564 parameters" in out
+    code, out, err = run(capsys, "info", "no_such_example")
+    line = one_error_line(err)
+    assert code == 2 and "braille_noDelay_bias_zero" in line and "lif_norse" in line
+
+
+def test_every_dynamics_field_has_a_flag(capsys, rec_file, tmp_path):
+    path, xfile, g, x, dt = rec_file
+    flags = ["--dt", dt, "--method", "exact", "--reset", "subtract", "--threshold", ">=", "--synapse",
+             "current_first", "--reset-timing", "late", "--voltage", "pre", "--spikes", "count", "--v-init",
+             "v_leak", "--recurrent-start", "rest", "--input-gain", "unit", "--surrogate", "sigmoid",
+             "--surrogate-slope", "5", "--output-delay", "1", "--by-type", "LIF:reset_timing=same"]
+    want = nb.Dynamics(dt=dt, method="exact", reset="subtract", threshold=">=", synapse="current_first",
+                       reset_timing="late", voltage="pre", spikes="count", v_init="v_leak", recurrent_start="rest",
+                       input_gain="unit", surrogate="sigmoid", surrogate_slope=5.0, output_delay=1,
+                       by_type={"LIF": {"reset_timing": "same"}})
+    out_file = tmp_path / "o.npz"
+    code, out, err = run(capsys, "simulate", path, "--input", xfile, "--out", out_file, *flags)
+    assert code == 0, err
+    assert repr(want) in out
+    np.testing.assert_array_equal(np.load(out_file)["output"], nb.simulate(g, x, want)["output"])
+
+
+def test_by_node_flag_and_unknown_node(capsys, rec_file, tmp_path):
+    path, xfile, g, x, dt = rec_file
+    node = next(s.name for s in g.plan.steps if s.node.type in ("LIF", "CubaLIF"))
+    out_file = tmp_path / "o.npz"
+    code, out, err = run(capsys, "simulate", path, "--input", xfile, "--out", out_file, "--dt", dt,
+                         "--by-node", f"{node}:reset=subtract")
+    assert code == 0, err
+    want = nb.simulate(g, x, nb.Dynamics(dt=dt, by_node={node: {"reset": "subtract"}}))["output"]
+    np.testing.assert_array_equal(np.load(out_file)["output"], want)
+    code, out, err = run(capsys, "check", path, "--input", xfile, "--dt", dt, "--by-node", "nope:reset=zero")
+    line = one_error_line(err)
+    assert code == 2 and "'nope'" in line and node in line
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--dt", "1e-4", "--option", "reset_mechanism=zero"], "needs --library"),
+    (["--library", "snntorch", "--preset", "snntorch"], "both given"),
+    (["--library", "snntorch", "--option", "reset_mechanism"], "is not [NODE:]KEY=VALUE"),
+    (["--library", "snntorch", "--option", "reset_mech=zero"], "reset_delay"),
+    (["--dt", "1e-4", "--export-dt", "1e-3"], "--library norse"),
+    (["--dt", "1e-4", "--by-node", "reset=zero"], "NAME:KEY=VALUE"),
+])
+def test_library_flag_errors_read_as_shell(capsys, argv, words):
+    code, out, err = run(capsys, "check", BRAILLE, "--random-spikes", "5,1,0.1", *argv)
+    assert code == 2 and words in one_error_line(err)
+
+
+def test_preset_warning_names_the_flags(capsys, tmp_path):
+    sim = ("simulate", BRAILLE, "--random-spikes", "5,1,0.1", "--out", tmp_path / "o.npz")
+    code, out, err = run(capsys, *sim, "--preset", "snntorch")
+    assert code == 0
+    assert "nirbridge: warning:" in err and "--library snntorch --option reset_mechanism=zero" in err
+    code, out, err = run(capsys, *sim, "--library", "snntorch", "--option", "reset_mechanism=subtract")
+    assert code == 0 and err == ""

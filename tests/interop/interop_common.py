@@ -142,3 +142,20 @@ def quiet_import(graph, library, **kw):
 
 def results_path() -> str | None:
     return os.environ.get("NIRBRIDGE_INTEROP_JSON") or None
+
+
+def cli_simulate(path, *flags, x=X) -> tuple[int, np.ndarray | None, str]:
+    """``nirbridge simulate PATH --input x.npy --out o.npz FLAGS``: (exit code, the output, stderr)."""
+    import contextlib
+    import io
+
+    from nirbridge.cli import main
+
+    d = Path(tempfile.mkdtemp(prefix="nirbridge-cli-"))
+    np.save(d / "x.npy", x)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["simulate", str(path), "--input", str(d / "x.npy"), "--out", str(d / "o.npz"),
+                     *[str(f) for f in flags]])
+    out = np.load(d / "o.npz")["output"] if code == 0 else None
+    return code, out, err.getvalue()

@@ -291,3 +291,41 @@ def test_flatten_is_not_exportable():
         norse.to_nir(net, _t(make_frames()[0, 0]))
     record_unsupported("norse", "CNN with Flatten: Conv2d -> LIFBoxCell -> Flatten -> Linear", ["Conv2d", "LIF"],
                        "to_nir maps no Flatten (fails inside nirtorch)")
+
+
+def test_load_and_preset_warns_and_the_named_fix_is_exact():
+    """nb.load + Dynamics.preset('norse') on a LIFBoxCell export (tau = dt * tau_mem): the simulation
+    warns naming the node and the import_graph call; that call gives 0 differing spikes."""
+    path, ref = lifbox()
+    raw = nb.load(path)
+    fix = r"node '1'.*import_graph\(path, 'norse', export_dt=0.001\)"
+    with pytest.warns(presets.ExporterSignatureWarning, match=fix):
+        wrong = nb.simulate(raw, X, nb.Dynamics.preset("norse"))
+    assert int((wrong["output"] != ref["spikes"]).sum()) > 100
+    g, dyn, _ = quiet_import(path, "norse", export_dt=0.001)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fixed graph is not flagged again
+        right = nb.simulate(g, X, dyn)
+    assert int((right["output"] != ref["spikes"]).sum()) == 0
+
+
+def test_paper_file_with_tau_in_seconds_is_not_flagged():
+    from nirbridge import examples
+
+    g = nb.load(examples.path("lif_norse"))
+    x = np.zeros((5, 1) + tuple(g.plan[g.inputs[0]].output_shape), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nb.simulate(g, x, nb.Dynamics.preset("norse", dt=1e-4))
+
+
+def test_cli_library_norse_on_the_lifbox_file():
+    from interop_common import cli_simulate
+
+    path, ref = lifbox()
+    code, out, err = cli_simulate(path, "--preset", "norse")
+    assert code == 0 and "--library norse --export-dt 0.001" in err
+    assert int((out != ref["spikes"]).sum()) > 100
+    code, out, err = cli_simulate(path, "--library", "norse", "--export-dt", "1e-3")
+    assert code == 0, err
+    assert int((out != ref["spikes"]).sum()) == 0

@@ -198,3 +198,87 @@ def test_conv_net(backend):
 def _load_any(path):
     g, dyn, _ = quiet_import(nb.load(path), "sinabs")
     return g, dyn
+
+
+# ---------------------------------------------------------------------- Sinabs' own option names
+def test_norm_input_false_by_its_own_name(backend):
+    path, ref = lif("nonorm")
+    g, dyn, warns = quiet_import(path, "sinabs", norm_input=False)
+    assert not [w for w in warns if "assumes" in str(w.message)]
+    compare("sinabs", "LIF norm_input=False (import_graph option)", g, dyn, backend, ref)
+
+
+def test_spike_and_reset_fn_by_their_own_names(backend):
+    path, ref = lif("reset_zero")
+    g, dyn, _ = quiet_import(path, "sinabs", spike_fn=sa.SingleSpike, reset_fn=sa.MembraneReset())
+    compare("sinabs", "LIF SingleSpike + MembraneReset (import_graph options)", g, dyn, backend, ref)
+    g, dyn, _ = quiet_import(path, "sinabs", spike_fn="SingleSpike", reset_fn="MembraneReset")
+    compare("sinabs", "LIF SingleSpike + MembraneReset (option names as text)", g, dyn, backend, ref)
+
+
+@functools.cache
+def mixed_layers():
+    """Linear -> LIF(norm_input=False) -> Linear -> LIF(SingleSpike, MembraneReset), per-neuron tau and
+    thresholds; Sinabs runs (B, T, N). Returns the file, output, layer-1 spikes and both voltages."""
+    w1, b1 = make_weights(seed=1, scale=0.5)
+    w2, b2 = make_weights(seed=4, scale=0.8, shift=0.3)
+    lin1, lin2 = torch.nn.Linear(NIN, NOUT), torch.nn.Linear(NOUT, NOUT)
+    with torch.no_grad():
+        lin1.weight.copy_(_t(w1))
+        lin1.bias.copy_(_t(b1))
+        lin2.weight.copy_(_t(w2[:, :NOUT]))
+        lin2.bias.copy_(_t(b2))
+    l1 = sl.LIF(tau_mem=_t(TAU), spike_threshold=_t(THR), norm_input=False, record_states=True)
+    l2 = sl.LIF(tau_mem=_t(TAU[::-1].copy()), spike_threshold=_t(THR * 0.5), spike_fn=sa.SingleSpike,
+                reset_fn=sa.MembraneReset(), record_states=True)
+    net = torch.nn.Sequential(lin1, l1, lin2, l2)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = net[1](net[0](_t(XB)))
+        out = net[3](net[2](h))
+    tr = lambda a: a.numpy().transpose(1, 0, 2).copy()  # noqa: E731
+    ref = (tr(out), tr(h), tr(l1.recordings["v_mem"]), tr(l2.recordings["v_mem"]))
+    l1.reset_states()
+    l2.reset_states()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = sinabs.to_nir(net, _t(XB[0, :1]))
+    return (_write(g, "sinabs_mixed"),) + ref
+
+
+def test_mixed_layer_settings_per_node(backend):
+    path, out, hidden, v1, v2 = mixed_layers()
+    g = nb.load(path)
+    lifs = [s.name for s in g.plan.steps if s.node.type == "LIF"]
+    assert len(lifs) == 2 and hidden.sum() > 20 and out.sum() > 20
+    g, dyn, _ = quiet_import(g, "sinabs", options={lifs[0]: {"norm_input": False},
+                                                   lifs[1]: {"spike_fn": "SingleSpike", "reset_fn": "MembraneReset"}})
+    res = nb.simulate(g, X, dyn, backend=backend, record=[lifs[0], (lifs[0], "v"), (lifs[1], "v")])
+    assert int((res["output"] != out).sum()) == 0
+    assert int((res[lifs[0]] != hidden).sum()) == 0
+    np.testing.assert_allclose(res[(lifs[0], "v")], v1, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(res[(lifs[1], "v")], v2, rtol=0, atol=1e-5)
+
+
+def test_load_and_preset_warns_and_the_named_fix_is_exact():
+    path, ref = lif("nonorm")
+    g = nb.load(path)
+    with pytest.warns(nb.presets.LostInformationWarning, match=r"Dynamics.preset\('sinabs', norm_input=False\)"):
+        wrong = nb.simulate(g, X, nb.Dynamics.preset("sinabs"))
+    assert int((wrong["output"] != ref["spikes"]).sum()) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        right = nb.simulate(g, X, nb.Dynamics.preset("sinabs", norm_input=False))
+    assert int((right["output"] != ref["spikes"]).sum()) == 0
+
+
+def test_cli_library_option_on_the_norm_input_false_file():
+    from interop_common import cli_simulate
+
+    path, ref = lif("nonorm")
+    code, out, err = cli_simulate(path, "--preset", "sinabs")
+    assert code == 0 and "--library sinabs --option norm_input=False" in err
+    assert int((out != ref["spikes"]).sum()) > 0
+    code, out, err = cli_simulate(path, "--library", "sinabs", "--option", "norm_input=false")
+    assert code == 0, err
+    assert int((out != ref["spikes"]).sum()) == 0

@@ -28,6 +28,7 @@ from interop_common import (
 )
 
 import nirbridge as nb
+from nirbridge import presets
 
 snn = pytest.importorskip("snntorch")
 torch = pytest.importorskip("torch")
@@ -210,3 +211,129 @@ def test_conv_net(backend):
     # the conv layer's voltage too (4 x 6 x 6 neurons per sample); tolerance as for every voltage here
     v = nb.simulate(g, x, dyn, backend=backend, record=[("1", "v")])[("1", "v")]
     np.testing.assert_allclose(v, v1, rtol=0, atol=VTOL)
+
+
+# ---------------------------------------------------------------------- snnTorch's own option names
+def test_reset_zero_by_its_own_name(backend):
+    """import_graph(path, 'snntorch', reset_mechanism='zero'): the one call, snnTorch's own option."""
+    path, ref = leaky(reset="zero")
+    g, dyn, warns = quiet_import(path, "snntorch", reset_mechanism="zero")
+    assert not [w for w in warns if "assumes" in str(w.message)]  # stated: nothing assumed
+    compare("snntorch", "Leaky reset_mechanism='zero' (import_graph option)", g, dyn, backend, ref)
+    path, ref = synaptic(reset="zero")
+    g, dyn, _ = quiet_import(path, "snntorch", reset_mechanism="zero")
+    compare("snntorch", "Synaptic reset_mechanism='zero' (import_graph option)", g, dyn, backend, ref)
+
+
+@functools.cache
+def leaky_no_delay(reset):
+    w, b = make_weights()
+    return _run(snn.Leaky(beta=torch.from_numpy(BETA), threshold=torch.from_numpy(THR), init_hidden=True,
+                          reset_mechanism=reset, reset_delay=False), w, b)
+
+
+def test_reset_delay_false(backend):
+    reset = "zero"
+    path, ref = leaky_no_delay(reset)
+    g, dyn, _ = quiet_import(path, "snntorch", reset_mechanism=reset, reset_delay=False)
+    compare("snntorch", f"Leaky reset_delay=False, {reset}", g, dyn, backend, ref)
+    if backend == "reference":  # reset_delay=True gives the same spikes, but mem before the reset
+        d0 = nb.Dynamics.preset("snntorch", reset_mechanism="zero")
+        n = next(s.name for s in g.plan.steps if s.node.type == "LIF")
+        v = nb.simulate(g, X, d0, record=[(n, "v")])[(n, "v")]
+        assert float(np.max(np.abs(v - ref["v"]))) > 0.1
+
+
+def test_reset_delay_false_with_subtraction_is_an_error_naming_why():
+    # snnTorch re-tests the spike after a second subtraction where v stays above the threshold
+    path, ref = leaky_no_delay("subtract")
+    v = ref["v"]
+    assert int((v > THR).sum()) > 0  # post-reset voltages above the threshold: the case no rule covers
+    with pytest.raises(nb.errors.DynamicsError, match="reset_delay=False with reset_mechanism='subtract'"):
+        presets.import_graph(path, "snntorch", reset_delay=False)
+
+
+@functools.cache
+def mixed_layers():
+    """Linear -> Leaky(reset_mechanism='zero') -> Linear -> Leaky('subtract'): layers that differ.
+    Returns the file, the output spikes, layer 1's spikes and both voltages."""
+    w1, b1 = make_weights(seed=1, scale=0.8)
+    w2, b2 = make_weights(seed=4, scale=0.9, shift=0.3)
+    w2 = np.ascontiguousarray(w2[:, :NOUT])
+    l1 = snn.Leaky(beta=torch.from_numpy(BETA), threshold=torch.from_numpy(THR), init_hidden=True,
+                   reset_mechanism="zero")
+    l2 = snn.Leaky(beta=torch.from_numpy(BETA[::-1].copy()), threshold=torch.from_numpy(THR * 0.8),
+                   init_hidden=True)
+    lin2 = torch.nn.Linear(NOUT, NOUT)
+    with torch.no_grad():
+        lin2.weight.copy_(torch.from_numpy(w2))
+        lin2.bias.copy_(torch.from_numpy(b2))
+    net = torch.nn.Sequential(_linear(w1, b1), l1, lin2, l2)
+    s1, s2, v1, v2 = [], [], [], []
+    with torch.no_grad():
+        for t in range(X.shape[0]):
+            h = net[1](net[0](torch.from_numpy(X[t])))
+            s1.append(h.numpy().copy())
+            s2.append(net[3](net[2](h)).numpy().copy())
+            v1.append(l1.mem.numpy().copy())
+            v2.append(l2.mem.numpy().copy())
+    l1.reset_mem()
+    l2.reset_mem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = export_to_nir(net, torch.from_numpy(X[0]), ignore_dims=[0])
+    return write_nir(g, "snntorch_mixed"), np.array(s2), np.array(s1), np.array(v1), np.array(v2)
+
+
+def test_mixed_layer_settings_per_node(backend):
+    path, out, hidden, v1, v2 = mixed_layers()
+    g = nb.load(path)
+    lifs = [s.name for s in g.plan.steps if s.node.type == "LIF"]
+    assert len(lifs) == 2 and hidden.sum() > 20 and out.sum() > 20
+    g, dyn, _ = quiet_import(g, "snntorch", options={lifs[0]: {"reset_mechanism": "zero"}})
+    res = nb.simulate(g, X, dyn, backend=backend, record=[lifs[0], (lifs[0], "v"), (lifs[1], "v")])
+    assert int((res["output"] != out).sum()) == 0
+    assert int((res[lifs[0]] != hidden).sum()) == 0  # the recorded hidden layer too
+    np.testing.assert_allclose(res[(lifs[0], "v")], v1, rtol=0, atol=VTOL)
+    np.testing.assert_allclose(res[(lifs[1], "v")], v2, rtol=0, atol=VTOL)
+    if backend == "reference":  # one setting for both layers is wrong for one of them
+        for mech in ("zero", "subtract"):
+            wrong = nb.simulate(g, X, nb.Dynamics.preset("snntorch", reset_mechanism=mech))
+            assert int((wrong["output"] != out).sum()) > 0
+
+
+def test_load_and_preset_warns_and_the_named_fix_is_exact():
+    """nb.load + Dynamics.preset('snntorch') on a reset_mechanism='zero' export: the file cannot say
+    it, so the simulation warns naming the option; the option gives 0 differing spikes."""
+    path, ref = leaky(reset="zero")
+    g = nb.load(path)
+    with pytest.warns(presets.LostInformationWarning, match=r"Dynamics.preset\('snntorch', reset_mechanism='zero'\)"):
+        wrong = nb.simulate(g, X, nb.Dynamics.preset("snntorch"))
+    assert int((wrong["output"] != ref["spikes"]).sum()) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fix is silent
+        right = nb.simulate(g, X, nb.Dynamics.preset("snntorch", reset_mechanism="zero"))
+    assert int((right["output"] != ref["spikes"]).sum()) == 0
+
+
+def test_reset_mechanism_none_is_an_error_naming_it():
+    path, _ = leaky()
+    with pytest.raises(nb.errors.DynamicsError, match="reset_mechanism='none'"):
+        presets.import_graph(path, "snntorch", reset_mechanism="none")
+
+
+def test_cli_library_option_on_the_zero_reset_file():
+    from interop_common import cli_simulate
+
+    path, ref = leaky(reset="zero")
+    code, out, err = cli_simulate(path, "--preset", "snntorch")
+    assert code == 0 and "--library snntorch --option reset_mechanism=zero" in err
+    assert int((out != ref["spikes"]).sum()) > 0
+    code, out, err = cli_simulate(path, "--library", "snntorch", "--option", "reset_mechanism=zero")
+    assert code == 0, err
+    assert int((out != ref["spikes"]).sum()) == 0
+    path, out_ref, hidden, _, _ = mixed_layers()
+    first = [s.name for s in nb.load(path).plan.steps if s.node.type == "LIF"][0]
+    code, out, err = cli_simulate(path, "--library", "snntorch", "--option", f"{first}:reset_mechanism=zero")
+    assert code == 0, err
+    assert int((out != out_ref).sum()) == 0
