@@ -505,12 +505,14 @@ def _resolvable(nodes: Mapping[str, Node], end: str) -> bool:
     return any(_resolvable(nodes[s].subgraph.nodes, end[len(s) + 1 :]) for s in _nested_candidates(nodes, end))
 
 
-def _replace(g: Graph, params: dict, prefix: str) -> Graph:
+def _replace(g: Graph, params: dict, prefix: str, names: Mapping[int, str] | None = None) -> Graph:
+    if names is None:  # each leaf node's flat name, as the plan gives it (e.g. "[sub.lif]" beside "sub.lif")
+        names = {id(s.node): s.name for s in g.plan.steps}
     nodes = {}
     for name, node in g.nodes.items():
-        flat = prefix + name
+        flat = names.get(id(node), prefix + name)
         if node.subgraph is not None:
-            sub = _replace(node.subgraph, params, flat + ".")
+            sub = _replace(node.subgraph, params, prefix + name + ".", names)
             nodes[name] = Node(name, node.type, node.params, node.metadata, sub)
         elif flat in params:
             new = dict(node.params)

@@ -316,6 +316,10 @@ def run_case(case: dict, tmp: Path) -> tuple[str, str]:
     path = tmp / "case.nir"
     for p in tmp.iterdir():
         p.unlink()
+    if case["kind"] == "sleep":  # the harness's own check: a case that never answers
+        time.sleep(3600)
+    if case["kind"] == "abort":  # ... and one that kills its worker
+        os.abort()
     try:
         if case["kind"] == "memory":
             try:
@@ -388,15 +392,14 @@ def run_batch(cases: list[dict], deadline: float = 30.0) -> list[tuple[str, str]
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
         try:
-            if _answer(proc, 120.0) is None:
+            if _answer(proc, 120.0) in (None, _EOF):
                 raise RuntimeError("the fuzz worker did not start")
             while i < len(cases):
                 proc.stdin.write(json.dumps(cases[i]) + "\n")
                 proc.stdin.flush()
                 ans = _answer(proc, deadline)
-                if ans is None:
-                    dead = proc.poll() is not None
-                    out.append(("abort" if dead else "hang", json.dumps(cases[i])[:300]))
+                if ans is None or ans == _EOF:  # silent past the deadline, or the worker died
+                    out.append(("hang" if ans is None else "abort", json.dumps(cases[i])[:300]))
                     i += 1
                     break
                 out.append(tuple(ans))
@@ -408,10 +411,19 @@ def run_batch(cases: list[dict], deadline: float = 30.0) -> list[tuple[str, str]
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()
+                except OSError:  # a pipe to a dead worker
+                    pass
     return out
 
 
+_EOF = ["eof", ""]
+
+
 def _answer(proc: subprocess.Popen, deadline: float) -> list | None:
+    """The worker's next answer; ``_EOF`` when it died, None when it said nothing in time."""
     end = time.monotonic() + deadline
     while True:
         left = end - time.monotonic()
@@ -420,9 +432,7 @@ def _answer(proc: subprocess.Popen, deadline: float) -> list | None:
         ready, _, _ = select.select([proc.stdout], [], [], left)
         if ready:
             line = proc.stdout.readline()
-            if not line:
-                return None
-            return json.loads(line)
+            return json.loads(line) if line else _EOF
 
 
 def tally(verdicts: list[tuple[str, str]]) -> dict[str, int]:

@@ -323,6 +323,8 @@ def test_a_flat_dotted_name_beside_a_nested_graph_stays_addressable(tmp_path):
     np.testing.assert_array_equal(out["output"], 6 * x)
     nb.save(g, tmp_path / "again.nir")
     assert nb.load(tmp_path / "again.nir").equals(g)
+    g2 = g.replace_params({"[sub.lif]": {"scale": _f(5.0)}})
+    assert g2.node("[sub.lif]").params["scale"][0] == 5.0 and g2.node("sub.lif").params["scale"][0] == 2.0
 
 
 # ---------------------------------------------------------------- no bare exceptions
