@@ -1021,17 +1021,26 @@ def _xent_jax(logits, labels):
 
 
 def train_nirbridge_jax(wl: Workload, dynamics) -> TrainStep:
+    """nirbridge's JAX model, trained on its weights and biases (``model.mask()``): the gradient is taken
+    of those only, the other parameters (time constants, thresholds) closed over as constants.
+    (``optax.masked`` over all parameters gives the same updates but differentiates every
+    parameter: measured 1.24x slower at T=100.)"""
     import optax
 
     import nirbridge as nb
 
     model = nb.to_jax(nb.Graph.from_nir(wl.graph), dynamics)
     out = model.graph.outputs[0]
-    opt = optax.masked(optax.adam(1e-3), model.mask())
+    mask = model.mask()
+    train = {n: {f: a for f, a in d.items() if mask[n][f]} for n, d in model.params.items()}
+    train = {n: d for n, d in train.items() if d}
+    fixed = {n: {f: a for f, a in d.items() if not mask[n][f]} for n, d in model.params.items()}
+    opt = optax.adam(1e-3)
     x, y = training_data(wl)
     x, y = jax.device_put(x), jax.device_put(y)
 
-    def loss(p, xs, ys):
+    def loss(tp, xs, ys):
+        p = {n: {**fixed.get(n, {}), **tp.get(n, {})} for n in model.params}
         return _xent_jax(model.run(p, xs)[0][out].mean(0), ys)
 
     @jax.jit
@@ -1040,7 +1049,7 @@ def train_nirbridge_jax(wl: Workload, dynamics) -> TrainStep:
         upd, s = opt.update(g, s, p)
         return optax.apply_updates(p, upd), s, value
 
-    state = {"p": model.params, "s": opt.init(model.params)}
+    state = {"p": train, "s": opt.init(train)}
 
     def run():
         state["p"], state["s"], v = step(state["p"], state["s"], x, y)
