@@ -875,6 +875,22 @@ IMPORTERS: dict[str, dict[str, Any]] = {
         ignores={"LIF": ("r", "v_reset"), "CubaLIF": ("v_reset",), "LI": ("r",), "IF": ("r", "v_reset")},
         types=("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPool2d", "LIF", "CubaLIF"),
     ),
+    # snntorch.import_nir.import_from_nir: LIF -> Leaky(beta = 1 - dt/tau, one threshold, reset_mechanism='zero',
+    # reset_delay=False) at dt = 1e-4, asserting v_leak = 0 and r dt / tau = 1 (the input gain); CubaLIF ->
+    # Synaptic likewise with w_in dt / tau_syn = 1; Affine / Linear -> torch Linear
+    "snntorch": dict(
+        library="snnTorch 1.0.0 (snntorch.import_nir.import_from_nir(graph))",
+        dynamics=dict(dt=1e-4, method="euler", reset="zero", threshold=">", synapse="current_first",
+                      reset_timing="same", voltage="post"),
+        ignores={},
+        zero={"LIF": ("v_leak", "v_reset"), "CubaLIF": ("v_leak", "v_reset")},
+        unit_gain={"LIF": "r", "CubaLIF": "w_in"},  # r = tau/dt and w_in = tau_syn/dt: the gains are 1
+        one_threshold=("LIF", "CubaLIF"),
+        setting_hint="snnTorch's importer builds Leaky / Synaptic(reset_mechanism='zero', reset_delay=False) at "
+                     "dt = 1e-4: train a model with those settings (import_graph(..., 'snntorch', "
+                     "reset_mechanism='zero', reset_delay=False))",
+        types=("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "AvgPool2d", "LIF", "CubaLIF"),
+    ),
     # sinabs.from_nir: LIF -> LIFSqueeze(tau_mem = tau, norm_input=False): v = a v + x with tau in steps,
     # MultiSpike, MembraneSubtract; LI -> ExpLeakSqueeze (needs r = 1, v_leak = 0); Linear is not read,
     # IF becomes IAFSqueeze(min_v_mem = -v_threshold), a clamp nirbridge does not model
@@ -990,6 +1006,35 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
             if t in ("I", "IF"):
                 a = np.asarray(p["r"])
                 new["r"] = (a / np.asarray(scale, dtype=np.float64)).astype(a.dtype)
+        if t in imp.get("one_threshold", ()):
+            thr = np.asarray(p["v_threshold"])
+            if np.unique(thr).size > 1:
+                raise node_error(UnsupportedError, s.name, "v_threshold",
+                                 f"holds {np.unique(thr).size} different values ({_short(np.unique(thr))}); "
+                                 f"{imp['library']} takes one threshold per layer", "give the layer one threshold")
+        gain_field = imp.get("unit_gain", {}).get(t)
+        if gain_field == "r":  # the importer requires r = tau/dt: the source's gain (dt/tau) r goes into the Affine
+            tau_new = np.asarray(new.get("tau", p["tau"]), dtype=np.float64)
+            r = np.asarray(p["r"], dtype=np.float64)
+            unit = tau_new / np.float64(tgt.dt)
+            gain = np.broadcast_to(r / unit, np.broadcast_shapes(r.shape, unit.shape))
+            if not np.allclose(gain, 1.0, rtol=1e-6, atol=0):
+                _fold_gain(plan, s, gain, changes, notes, "input gain r dt/tau")
+            new["r"] = np.broadcast_to(unit, np.shape(gain)).astype(np.asarray(p["r"]).dtype)
+        elif gain_field == "w_in":
+            ts_new = np.asarray(new.get("tau_syn", p["tau_syn"]), dtype=np.float64)
+            tm_new = np.asarray(new.get("tau_mem", p["tau_mem"]), dtype=np.float64)
+            w_in, r = np.asarray(p["w_in"], dtype=np.float64), np.asarray(p["r"], dtype=np.float64)
+            unit_w, unit_r = ts_new / np.float64(tgt.dt), tm_new / np.float64(tgt.dt)
+            if not np.allclose(np.broadcast_to(r, np.shape(unit_r)) / unit_r, 1.0, rtol=1e-6):
+                raise node_error(UnsupportedError, s.name, "r",
+                                 f"is {_short(r)}; {imp['library']} reads only r = tau_mem/dt ({_short(unit_r)})",
+                                 "scale the current's weights instead")
+            gain = np.broadcast_to(w_in / unit_w, np.broadcast_shapes(w_in.shape, unit_w.shape))
+            if not np.allclose(gain, 1.0, rtol=1e-6, atol=0):
+                _fold_gain(plan, s, gain, changes, notes, "input gain w_in dt/tau_syn")
+            new["w_in"] = np.broadcast_to(unit_w, np.shape(gain)).astype(np.asarray(p["w_in"]).dtype)
+            new["r"] = np.broadcast_to(unit_r, np.shape(unit_r)).astype(np.asarray(p["r"]).dtype)
         if "r" in imp["ignores"].get(t, ()):
             r = np.asarray(new.get("r", p["r"]))
             if np.any(r != 1):
@@ -1008,7 +1053,8 @@ def _same(node: str, setting: str, a, b, imp) -> None:
     if a != b:
         raise node_error(UnsupportedError, node, setting,
                          f"the source uses {setting}={a!r}, {imp['library']} {setting}={b!r}; its semantics cannot "
-                         "reproduce this model", "simulate it with nirbridge, or change the model")
+                         "reproduce this model",
+                         imp.get("setting_hint", "simulate it with nirbridge, or change the model"))
 
 
 def _initial_v(p: Mapping[str, Any], v_init: str) -> np.ndarray:

@@ -159,3 +159,29 @@ def cli_simulate(path, *flags, x=X) -> tuple[int, np.ndarray | None, str]:
                      *[str(f) for f in flags]])
     out = np.load(d / "o.npz")["output"] if code == 0 else None
     return code, out, err.getvalue()
+
+
+def train_weights(graph, dyn, steps: int = 10, lr: float = 2e-2, x=X):
+    """``steps`` Adam steps on the weights only (``JaxModel.mask()``) of ``graph`` in JAX, towards a
+    spike rate of 0.3 per output neuron; returns the trained graph (``from_jax``)."""
+    import jax
+    import optax
+
+    model = nb.to_jax(graph, dyn)
+    mask = model.mask()
+    xj = jax.numpy.asarray(x)
+
+    def loss(p):
+        out = model.run(p, xj)[0]["output"]
+        return ((out.mean(axis=(0, 1)) - 0.3) ** 2).sum()
+
+    opt = optax.adam(lr)
+    params, state = model.params, opt.init(model.params)
+    step = jax.jit(jax.value_and_grad(loss))
+    for _ in range(steps):
+        _, grads = step(params)
+        with jax.numpy_dtype_promotion("standard"):  # optax's bias correction
+            updates, state = opt.update(grads, state, params)
+        updates = jax.tree.map(lambda u, m: u if m else u * 0, updates, mask)
+        params = optax.apply_updates(params, updates)
+    return nb.from_jax(model, params)

@@ -329,3 +329,33 @@ def test_cli_library_norse_on_the_lifbox_file():
     code, out, err = cli_simulate(path, "--library", "norse", "--export-dt", "1e-3")
     assert code == 0, err
     assert int((out != ref["spikes"]).sum()) == 0
+
+
+def test_round_trip_train_in_jax_export_to_norse(tmp_path):
+    """Norse LIFBoxCell -> nirbridge (JAX) -> 10 Adam steps on the weights -> export_graph(..., 'norse')
+    -> norse.torch.from_nir: its spikes are nirbridge's for the trained graph, in every backend."""
+    pytest.importorskip("jax")
+    import nir
+    from interop_common import train_weights
+
+    path, ref = lifbox()
+    g, dyn, _ = quiet_import(path, "norse", export_dt=1e-3)
+    trained = train_weights(g, dyn)
+    assert not np.array_equal(trained.node("0").params["weight"], g.node("0").params["weight"])
+    want = {b: nb.simulate(trained, X, dyn, backend=b)["output"] for b in ("reference", "jax", "torch")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", presets.ExporterQuirkWarning)
+        out = presets.export_graph(trained, dyn, "norse")
+    nb.save(out, tmp_path / "for_norse.nir")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = norse.from_nir(nir.read(str(tmp_path / "for_norse.nir")), dt=1e-3)
+        s, state = [], None
+        with torch.no_grad():
+            for t in range(X.shape[0]):
+                z, state = model(_t(X[t]), state)
+                s.append(z.numpy().copy())
+    s = np.array(s)
+    assert want["reference"].sum() > 20
+    for b, w in want.items():
+        assert int((s != w).sum()) == 0, b

@@ -282,3 +282,30 @@ def test_cli_library_option_on_the_norm_input_false_file():
     code, out, err = cli_simulate(path, "--library", "sinabs", "--option", "norm_input=false")
     assert code == 0, err
     assert int((out != ref["spikes"]).sum()) == 0
+
+
+def test_round_trip_train_in_jax_export_to_sinabs(tmp_path):
+    """Sinabs LIF (per-neuron tau and thresholds) -> nirbridge (JAX) -> 10 Adam steps on the weights ->
+    export_graph(..., 'sinabs') -> sinabs.from_nir: its spike counts are nirbridge's, in every backend."""
+    pytest.importorskip("jax")
+    import nir
+    from interop_common import train_weights
+
+    path, ref = lif("multispike")
+    g, dyn, _ = quiet_import(path, "sinabs", norm_input=True)
+    trained = train_weights(g, dyn, lr=5e-2)
+    assert not np.array_equal(trained.node("0").params["weight"], g.node("0").params["weight"])
+    want = {b: nb.simulate(trained, X, dyn, backend=b)["output"] for b in ("reference", "jax", "torch")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nb.presets.ExporterQuirkWarning)
+        out = nb.presets.export_graph(trained, dyn, "sinabs")
+    nb.save(out, tmp_path / "for_sinabs.nir")
+    b, t = XB.shape[:2]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        net = sinabs.from_nir(nir.read(str(tmp_path / "for_sinabs.nir")), batch_size=b)
+        s = net(_t(XB.reshape(b * t, -1)))[0]
+    s = s.numpy().reshape(b, t, -1).transpose(1, 0, 2)
+    assert want["reference"].sum() > 20 and want["reference"].max() >= 2
+    for name, w in want.items():
+        assert int((s != w).sum()) == 0, name

@@ -337,3 +337,80 @@ def test_cli_library_option_on_the_zero_reset_file():
     code, out, err = cli_simulate(path, "--library", "snntorch", "--option", f"{first}:reset_mechanism=zero")
     assert code == 0, err
     assert int((out != out_ref).sum()) == 0
+
+
+# ---------------------------------------------------------------------- back to snnTorch: export_graph
+def _snntorch_import_run(graph, x=X, tmp=None):
+    """Write ``graph``, read it with snnTorch's own importer and run it step by step: the spikes."""
+    import nir
+    from snntorch.import_nir import import_from_nir
+
+    path = write_nir(graph.to_nir(), "for_snntorch") if tmp is None else tmp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = import_from_nir(nir.read(str(path)))
+        out, state = [], None
+        with torch.no_grad():
+            for t in range(x.shape[0]):
+                r = net(torch.from_numpy(x[t]), state)
+                z, state = r if isinstance(r, tuple) else (r, state)
+                out.append(z.numpy().copy())
+    return np.array(out)
+
+
+@functools.cache
+def leaky_importable():
+    """What snnTorch's importer builds: Leaky(reset_mechanism='zero', reset_delay=False), one threshold;
+    per-neuron beta."""
+    w, b = make_weights(scale=0.8)
+    return _run(snn.Leaky(beta=torch.from_numpy(BETA), threshold=torch.full((6,), 0.8), init_hidden=True,
+                          reset_mechanism="zero", reset_delay=False), w, b)
+
+
+def test_round_trip_train_in_jax_export_to_snntorch():
+    """snnTorch -> nirbridge (JAX) -> 10 Adam steps on the weights -> export_graph(..., 'snntorch') ->
+    snnTorch's importer: its spikes are nirbridge's for the trained graph, in every backend."""
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    path, ref = leaky_importable()
+    g, dyn, _ = quiet_import(path, "snntorch", reset_mechanism="zero", reset_delay=False)
+    assert int((nb.simulate(g, X, dyn)["output"] != ref["spikes"]).sum()) == 0  # the way in
+    model = nb.to_jax(g, dyn)
+    mask = model.mask()
+    x = jax.numpy.asarray(X)
+    target = jax.numpy.full((NOUT,), 0.3)
+
+    def loss(p):
+        out = model.run(p, x, record=[("1", "v")])[0]
+        return ((out["output"].mean(axis=(0, 1)) - target) ** 2).sum() + 1e-3 * (out[("1", "v")] ** 2).mean()
+
+    opt = optax.adam(2e-2)
+    params, state = model.params, opt.init(model.params)
+    step = jax.jit(jax.value_and_grad(loss))
+    for _ in range(10):
+        _, grads = step(params)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = opt.update(grads, state, params)
+        updates = jax.tree.map(lambda u, m: u if m else u * 0, updates, mask)  # the weights only
+        params = optax.apply_updates(params, updates)
+    trained = nb.from_jax(model, params)
+    assert not np.array_equal(trained.node("0").params["weight"], g.node("0").params["weight"])  # it trained
+    want = {b: nb.simulate(trained, X, dyn, backend=b)["output"] for b in ("reference", "jax", "torch")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", presets.ExporterQuirkWarning)
+        out = presets.export_graph(trained, dyn, "snntorch")
+    got = _snntorch_import_run(out)
+    assert want["reference"].sum() > 20
+    for b, w in want.items():
+        assert int((got != w).sum()) == 0, b
+
+
+def test_export_to_snntorch_refuses_what_its_importer_cannot_build():
+    path, _ = leaky()
+    g, dyn, _ = quiet_import(path, "snntorch")  # the default Leaky: subtraction one step late
+    with pytest.raises(nb.errors.UnsupportedError, match=r"node '1', field 'reset_timing'.*reset_delay=False"):
+        presets.export_graph(g, dyn, "snntorch")
+    path, _ = leaky(reset="zero")  # per-neuron thresholds
+    g, dyn, _ = quiet_import(path, "snntorch", reset_mechanism="zero", reset_delay=False)
+    with pytest.raises(nb.errors.UnsupportedError, match=r"node '1', field 'v_threshold'.*one threshold"):
+        presets.export_graph(g, dyn, "snntorch")
