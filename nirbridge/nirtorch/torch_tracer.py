@@ -56,7 +56,8 @@ class UntraceableError(UnsupportedError, ValueError):
 
 def _unsupported(what: str, node) -> UnsupportedError:
     return UntraceableError(f"traced {what} {node.target!r} (fx node {node.name!r}) has no NIR counterpart; "
-                            "only additions between modules are supported. Fix: move it into a module that module_map maps")
+                            "only additions between modules are supported. "
+                            "Fix: move it into a module that module_map maps")
 
 
 def torch_to_nir(module: torch.nn.Module, module_map: dict[type, Callable | None] | None = None,
