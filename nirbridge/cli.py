@@ -296,7 +296,7 @@ def _graph_and_dynamics(args: argparse.Namespace):
         except NirBridgeError as e:
             raise type(e)(_shell(str(e))) from None
     if args.preset is not None:
-        return g, presets._preset_dynamics(presets.get_preset(args.preset), {**kw, **opts}, per_node or None, g)
+        return g, presets.preset_dynamics(presets.get_preset(args.preset), {**kw, **opts}, per_node or None, g)
     if "dt" not in kw:
         raise InputError("--dt is required: NIR files store no time step. Fix: e.g. --dt 1e-4 (seconds), or "
                          "--library LIB for the file's library")
