@@ -191,11 +191,17 @@ class NIRTorchGraph(torch.nn.Module):
         recursive = {n: _find_recursive_inputs(n, edges) for n in order}
         done, plan, todo = set(self._inputs), [], [n for n in order if n not in self._inputs]
         cyclic = {n for n in order if recursive[n]}
+
+        def ready(n, relaxed):
+            # NIRTorch's order: a node reads a cycle's previous value in place of a source not yet
+            # computed only when it has other sources too; otherwise it waits for that source
+            return all(s in done or (s in recursive[n] and (relaxed or len(sources[n]) > 1)) for s in sources[n])
+
         while todo:
-            for n in todo:
-                if all(s in done or s in recursive[n] for s in sources[n]):
-                    break
-            else:
+            n = next((n for n in todo if ready(n, False)), None)
+            if n is None:
+                n = next((n for n in todo if ready(n, True)), None)
+            if n is None:
                 raise GraphError(f"nodes {todo} cannot be ordered: their inputs {[sources[n] for n in todo]} "
                                  "are never computed. Fix: connect them to an Input node")
             todo.remove(n)
