@@ -189,6 +189,7 @@ def _child_memory(workload: str, name: str) -> None:
 def _interleaved(rows: dict[str, Callable[[], Any]], rounds: int, log, label: str) -> dict[str, dict]:
     """Median seconds of each callable, timed in interleaved shuffled rounds (after one warm-up)."""
     times: dict[str, list[float]] = {n: [] for n in rows}
+    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
     for r in range(rounds):
         order = list(rows)
         random.Random(r).shuffle(order)
@@ -197,7 +198,11 @@ def _interleaved(rows: dict[str, Callable[[], Any]], rounds: int, log, label: st
             rows[name]()
             times[name].append(time.perf_counter() - t0)
         log(f"  {label}: round {r + 1}/{rounds} done")
-    return {n: {"median_s": statistics.median(ts), "min_s": min(ts), "times_s": ts} for n, ts in times.items()}
+    cpu1, wall = _cpu_seconds(), time.perf_counter() - wall0
+    others = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / (wall * (os.cpu_count() or 1))
+    log(f"  {label}: other processes used {100 * others:.0f}% of the CPU during timing")
+    return {n: {"median_s": statistics.median(ts), "min_s": min(ts), "times_s": ts, "others": others}
+            for n, ts in times.items()}
 
 
 #: training steps run before timing: a Spyx (flax nnx) step is compiled anew on each of its first
