@@ -15,7 +15,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .utils import sanitize_name
+from ..errors import GraphError
+from .utils import CallError, sanitize_name
 
 __all__ = ["Node", "TorchGraph", "Graph", "GraphTracer", "extract_torch_graph", "named_modules_map"]
 
@@ -80,7 +81,7 @@ class TorchGraph:
                 b = f"{b}.input"
             self.add_edge(by_name[a], by_name[b])
         if not self.node_list:
-            raise ValueError("Cannot find the input of an empty graph")
+            raise GraphError("Cannot find the input of an empty graph")
         if len(self.node_list) == 1:
             self.inputs = set(self.node_list)
         else:
@@ -94,7 +95,7 @@ class TorchGraph:
         for n in self.node_list:
             if n.elem is elem:
                 return n
-        raise ValueError("elem not found")
+        raise GraphError("elem not found")
 
     def add_elem(self, elem: Any, name: str) -> Node:
         if elem in self:
@@ -117,7 +118,7 @@ class TorchGraph:
             if isinstance(elem, Number):
                 elem = torch.as_tensor(elem)
             if not isinstance(elem, torch.Tensor):
-                raise ValueError(f"Unknown element type {type(elem)}")
+                raise GraphError(f"Unknown element type {type(elem)}")
             name = f"Tensor_{self.get_unique_tensor_id()}{tuple(elem.shape)}"
         return self.add_elem(elem, name)
 
@@ -224,7 +225,7 @@ class GraphTracer:
             out = original(mod, *args, **kwargs)
             first = out[0] if isinstance(out, tuple) else out
             if not isinstance(first, torch.Tensor):
-                raise TypeError(f"module {type(mod).__name__} returned {type(out).__name__}; expected a tensor "
+                raise CallError(f"module {type(mod).__name__} returned {type(out).__name__}; expected a tensor "
                                 "or a tuple starting with one")
             types[mod] = first.shape
             for a in args:

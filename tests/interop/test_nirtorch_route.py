@@ -244,6 +244,13 @@ def _import_run(lib, importer, g, torch):
     return {"outputs": _step_all(model, xs, torch)}
 
 
+def _err(e: Exception) -> str:
+    """An error as its builtin kind and message (nirbridge's errors subclass the builtins)."""
+    kinds = (NotImplementedError, ValueError, TypeError, KeyError, AttributeError, AssertionError, RuntimeError)
+    kind = next((k.__name__ for k in kinds if isinstance(e, k)), type(e).__name__)
+    return f"error {kind}: {str(e)[:200]}"
+
+
 def run_side(side: str, out_path: str, libs=LIBS) -> None:
     """Run every scenario of ``libs`` with the real NIRTorch (``real``) or nirbridge's (``ours``)."""
     if side == "ours":
@@ -273,13 +280,13 @@ def run_side(side: str, out_path: str, libs=LIBS) -> None:
                 g = make()
                 r["export"] = _graph_record(g)
             except Exception as e:
-                r["export"] = f"error {type(e).__name__}: {str(e)[:200]}"
+                r["export"] = _err(e)
                 continue
             try:
                 torch.manual_seed(0)
                 r.update(_import_run(lib, importer, g, torch))
             except Exception as e:
-                r["outputs"] = f"error {type(e).__name__}: {str(e)[:200]}"
+                r["outputs"] = _err(e)
     with open(out_path, "wb") as f:
         pickle.dump(result, f)
 
