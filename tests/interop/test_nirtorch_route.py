@@ -227,7 +227,11 @@ def _import_run(lib, importer, g, torch):
         with torch.no_grad():
             y = model(torch.from_numpy(xs))
         y = y[0] if isinstance(y, tuple) else y
-        return {"outputs": np.asarray(y.detach().numpy())}
+        # Rockpool's as_graph reads the executor's graph.node_list, find_source_nodes_of, execution_order
+        holder = model.as_graph()
+        wiring = (type(holder).__name__, len(holder.input_nodes), len(holder.output_nodes),
+                  [n.name for n in model.execution_order])
+        return {"outputs": np.asarray(y.detach().numpy()), "as_graph": wiring}
     if lib == "sinabs":  # Sinabs layers take (B*T... ) batches: one call over (B, T, N)
         xs = _x(5, (B, T) + shape[-1:]) if len(shape) == 1 else None
         if xs is None:
@@ -335,6 +339,7 @@ def test_library_route_matches_real_nirtorch(sides, lib):
         assert o["export"] == r["export"], f"{lib}/{name}: the exported graphs differ"
         if "outputs" in r or "outputs" in o:
             _assert_same_outputs(r.get("outputs"), o.get("outputs"), f"{lib}/{name}")
+        assert o.get("as_graph") == r.get("as_graph"), f"{lib}/{name}: Rockpool's as_graph differs"
         worked += not isinstance(r["export"], str)
     assert worked > 0, f"{lib}: no scenario exported with the real NIRTorch"
 
