@@ -73,6 +73,7 @@ PAGES = {
     "tutorials/spyx-to-torch.md": ["jax", "torch", "spyx"],
     "tutorials/equivalence-ci.md": ["jax", "torch"],
     "tutorials/training.md": ["jax", "torch", "optax"],
+    "library-developers.md": ["torch"],
 }
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 _FLOAT = re.compile(r"-?\d+\.\d+(?:e-?\d+)?")

@@ -309,3 +309,51 @@ def test_install_registers_nirtorch_and_submodules():
     """
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "ok", r.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_recurrent_graph_runs_on_the_gpu():
+    w = RNG.normal(size=(2, 2)).astype(np.float32)
+    g = nir.NIRGraph(nodes={"i": nir.Input(np.array([2])), "l": nir.Linear(w), "o": nir.Output(np.array([2]))},
+                     edges=[("i", "l"), ("l", "l"), ("l", "o")])
+    x = RNG.normal(size=(4, 2)).astype(np.float32)
+    ys, _ = nt.nir_to_torch(g, {}, device="cuda").run(torch.from_numpy(x).cuda())
+    prev, ref = np.zeros(2), []
+    for t in range(4):
+        prev = w @ (x[t] + prev)
+        ref.append(prev)
+    np.testing.assert_allclose(ys.detach().cpu().numpy(), np.array(ref), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------- legacy entry points
+def test_extract_nir_graph_records_module_wiring():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    with pytest.warns(DeprecationWarning):
+        g = nt.extract_nir_graph(model, nt.torch_tracer.DEFAULT_MAP[torch.nn.Linear], torch.zeros(1, 3),
+                                 ignore_dims=[0])
+    assert {k: type(v).__name__ for k, v in g.nodes.items()} == {"input": "Input", "0": "Affine", "1": "Affine",
+                                                                 "output": "Output"}
+    assert sorted(g.edges) == [("0", "1"), ("1", "output"), ("input", "0")]
+    assert list(g.nodes["input"].input_type["input"]) == [3] and list(g.nodes["output"].output_type["output"]) == [2]
+    np.testing.assert_array_equal(g.nodes["1"].weight, model[1].weight.detach().numpy())
+
+
+def test_load_runs_a_recurrent_graph_from_the_previous_step_cache():
+    w = (RNG.normal(size=(2, 2)) * 0.5).astype(np.float32)
+    g = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "a": nir.Linear(w), "b": nir.Linear(w),
+                            "output": nir.Output(np.array([2]))},
+                     edges=[("input", "a"), ("a", "b"), ("b", "a"), ("b", "output")], type_check=False)
+
+    def model_map(node):
+        return nt.nir_interpreter.DEFAULT_MAP[nir.Linear](node) if isinstance(node, nir.Linear) else None
+
+    with pytest.warns(DeprecationWarning):
+        m = nt.load(g, model_map)
+    assert [n.name for n in m.execution_order] == ["input", "a", "b", "output"]
+    x = RNG.normal(size=(3, 2)).astype(np.float32)
+    state, prev_b, ys = None, np.zeros(2, np.float32), []
+    for t in range(3):
+        y, state = m(torch.from_numpy(x[t]), state)
+        ys.append(y.detach().numpy())
+        prev_b = w @ (w @ (x[t] + prev_b))
+        np.testing.assert_allclose(ys[-1], prev_b, rtol=1e-5, atol=1e-6)

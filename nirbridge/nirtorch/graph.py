@@ -15,9 +15,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .utils import sanitize_name
+from ..errors import GraphError
+from .utils import CallError, sanitize_name
 
-__all__ = ["Node", "TorchGraph", "Graph", "GraphTracer", "extract_torch_graph", "named_modules_map"]
+__all__ = ["Node", "TorchGraph", "Graph", "GraphTracer", "extract_torch_graph", "named_modules_map",
+           "module_forward_wrapper"]
 
 
 def named_modules_map(model: nn.Module, model_name: str | None = "model") -> dict[nn.Module, str]:
@@ -80,7 +82,7 @@ class TorchGraph:
                 b = f"{b}.input"
             self.add_edge(by_name[a], by_name[b])
         if not self.node_list:
-            raise ValueError("Cannot find the input of an empty graph")
+            raise GraphError("Cannot find the input of an empty graph")
         if len(self.node_list) == 1:
             self.inputs = set(self.node_list)
         else:
@@ -94,7 +96,7 @@ class TorchGraph:
         for n in self.node_list:
             if n.elem is elem:
                 return n
-        raise ValueError("elem not found")
+        raise GraphError("elem not found")
 
     def add_elem(self, elem: Any, name: str) -> Node:
         if elem in self:
@@ -117,7 +119,7 @@ class TorchGraph:
             if isinstance(elem, Number):
                 elem = torch.as_tensor(elem)
             if not isinstance(elem, torch.Tensor):
-                raise ValueError(f"Unknown element type {type(elem)}")
+                raise GraphError(f"Unknown element type {type(elem)}")
             name = f"Tensor_{self.get_unique_tensor_id()}{tuple(elem.shape)}"
         return self.add_elem(elem, name)
 
@@ -209,6 +211,28 @@ class TorchGraph:
 Graph = TorchGraph  # the name older releases used
 
 
+def module_forward_wrapper(model_graph: TorchGraph, output_types: dict, call=None):
+    """A replacement for ``nn.Module.__call__`` that calls the module (with ``call``, default the
+    current ``nn.Module.__call__``) and records, in ``model_graph``, an edge from each positional
+    input to the module and from the module to its output (the first element of a tuple), and the
+    output's shape in ``output_types``."""
+    original = nn.Module.__call__ if call is None else call
+
+    def wrapped(mod, *args, **kwargs):
+        out = original(mod, *args, **kwargs)
+        first = out[0] if isinstance(out, tuple) else out
+        if not isinstance(first, torch.Tensor):
+            raise CallError(f"module {type(mod).__name__} returned {type(out).__name__}; expected a tensor "
+                            "or a tuple starting with one")
+        output_types[mod] = first.shape
+        for a in args:
+            model_graph.add_edge(a, mod, a.shape if isinstance(a, torch.Tensor) else None)
+        model_graph.add_edge(mod, first, first.shape)
+        return out
+
+    return wrapped
+
+
 class GraphTracer:
     """Context manager recording module -> tensor -> module links while a model runs."""
 
@@ -218,21 +242,7 @@ class GraphTracer:
         self._saved = None
 
     def _wrapped(self):
-        original, graph, types = self._saved, self.graph, self.output_types
-
-        def call(mod, *args, **kwargs):
-            out = original(mod, *args, **kwargs)
-            first = out[0] if isinstance(out, tuple) else out
-            if not isinstance(first, torch.Tensor):
-                raise TypeError(f"module {type(mod).__name__} returned {type(out).__name__}; expected a tensor "
-                                "or a tuple starting with one")
-            types[mod] = first.shape
-            for a in args:
-                graph.add_edge(a, mod, a.shape if isinstance(a, torch.Tensor) else None)
-            graph.add_edge(mod, first, first.shape)
-            return out
-
-        return call
+        return module_forward_wrapper(self.graph, self.output_types, self._saved)
 
     def __enter__(self) -> GraphTracer:
         self._saved = nn.Module.__call__

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import GraphError
 from .graph import Node, TorchGraph
 from .graph_utils import trace_execution
 from .utils import sanitize_name
@@ -50,7 +51,7 @@ class GraphExecutor(nn.Module):
         self.instantiate_modules()
         self.execution_order = self.get_execution_order()
         if not self.execution_order:
-            raise ValueError("Graph is empty")
+            raise GraphError("Graph is empty")
 
     def _is_module_stateful(self, module: nn.Module) -> bool:
         if _snntorch_kind(module):  # snnTorch neurons carry their state inside unless init_hidden is off
@@ -74,7 +75,7 @@ class GraphExecutor(nn.Module):
             else:
                 logging.warning(f"Input node {n.name} not found in module names. Skipping.")
         if not inputs:
-            raise ValueError("No input nodes found, we require at least one.")
+            raise GraphError("No input nodes found, we require at least one.")
         if len(inputs) > 1:
             logging.warning("Multiple input nodes found. Using the first node as the input.")
         return trace_execution(inputs[0], lambda n: n.outgoing_nodes.keys())
@@ -94,7 +95,7 @@ class GraphExecutor(nn.Module):
             elif i.name in old_state.cache:
                 xs.append(old_state.cache[i.name])
         if not xs:
-            raise ValueError(f"No inputs found for node {node.name}")
+            raise GraphError(f"No inputs found for node {node.name}")
         args.insert(0, xs[0] if len(xs) == 1 else torch.stack(xs).sum(0))
         out = node.elem(*args)
         if _snntorch_kind(node.elem) == "RSynaptic" and not node.elem.init_hidden:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import GraphError, UnknownNodeError
+from .utils import CallError
 
 __all__ = ["nir_to_torch", "NIRTorchGraph", "DEFAULT_MAP", "NodeMapType"]
 
@@ -224,7 +225,7 @@ class NIRTorchGraph(torch.nn.Module):
             if k in self._inputs:
                 values[k] = kwargs.pop(k)
         if kwargs or len(values) != len(self._inputs):
-            raise TypeError(f"expected inputs {self._inputs} (positional or by name) and state=; got "
+            raise CallError(f"expected inputs {self._inputs} (positional or by name) and state=; got "
                             f"{len(args)} positional and {sorted(kwargs)}")
         if state is None:
             state = self.initial_state()

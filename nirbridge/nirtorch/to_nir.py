@@ -16,6 +16,7 @@ import nir
 import numpy as np
 import torch.nn as nn
 
+from ..errors import UnsupportedError
 from .graph import extract_torch_graph
 
 __all__ = ["extract_nir_graph"]
@@ -49,7 +50,7 @@ def extract_nir_graph(model: nn.Module, model_map: Callable[[nn.Module], nir.NIR
             sub_keys.append(node.name)
             for k, v in mapped.nodes.items():
                 if isinstance(v, nir.NIRGraph):
-                    raise NotImplementedError(f"module {node.name!r} maps to a graph holding a graph {k!r}; "
+                    raise UnsupportedError(f"module {node.name!r} maps to a graph holding a graph {k!r}; "
                                               "only one level of nesting is supported")
                 key = f"{node.name}.{k}"
                 if isinstance(v, (nir.Input, nir.Output)):

@@ -1,6 +1,12 @@
 """Name helpers shared by the legacy entry points."""
 
-__all__ = ["sanitize_name"]
+from ..errors import NirBridgeError
+
+__all__ = ["sanitize_name", "CallError"]
+
+
+class CallError(NirBridgeError, TypeError):
+    """A module called with arguments of the wrong kind (a ``TypeError`` too)."""
 
 
 def sanitize_name(name: str) -> str:
