@@ -245,18 +245,15 @@ def test_bad_sharding_arguments_say_what_to_do():
         parallel.stack_params([])
     with pytest.raises(InputError, match="host:port"):
         parallel.initialize("localhost", 2, 0)
-    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
-    with pytest.raises(InputError, match="not 'sweep'|no 'sweep'"):
-        ns: dict = {}
-        exec(_SETUP, ns)
-        g, x, dyn = ns["make"]()
-        parallel.sweep(g, dyn, parallel.stack_params([nb_params(g, dyn)]), x[:5, :4], mesh=mesh)
-
-
-def nb_params(g, dyn):
     import nirbridge as nb
 
-    return nb.to_jax(g, dyn).params
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+    ns: dict = {}
+    exec(_SETUP, ns)
+    g, x, dyn = ns["make"]()
+    stacked = parallel.stack_params([nb.to_jax(g, dyn).params])
+    with pytest.raises(InputError, match="no 'sweep'"):
+        parallel.sweep(g, dyn, stacked, x[:5, :4], mesh=mesh)
 
 
 def test_the_persistent_cache_stores_compiled_programs_on_disk(tmp_path):
