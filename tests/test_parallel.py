@@ -203,3 +203,79 @@ def test_two_processes_with_jax_distributed_equal_one_process(tmp_path):
     texts = [(tmp_path / f"worker{pid}.log").read_text() for pid in range(2)]
     for pid, (p, text) in enumerate(zip(procs, texts)):
         assert p.returncode == 0 and f"OK {pid}" in text, f"worker {pid} (rc {p.returncode}):\n{text[-4000:]}"
+
+
+def test_a_sweep_on_one_device_equals_a_loop_over_the_sets():
+    import jax
+    import numpy as np
+
+    ns: dict = {}
+    exec(_SETUP, ns)
+    g, x, dyn = ns["make"](seed=2)
+    x = x[:20, :8]
+    import nirbridge as nb
+    from nirbridge import parallel
+
+    one = nb.to_jax(g, dyn)
+    sets = []
+    for s in (0.5, 1.0, 1.5):
+        p = jax.tree.map(lambda a: a, one.params)
+        p["fc"] = {**p["fc"], "weight": p["fc"]["weight"] * s}
+        sets.append(p)
+    out = parallel.sweep(g, dyn, parallel.stack_params(sets), x, record=["lif"])
+    counts = []
+    for i, p in enumerate(sets):
+        ref = nb.simulate(nb.from_jax(one, p), x, dyn, backend="reference", record=["lif"])
+        np.testing.assert_array_equal(out["lif"][i], ref["lif"])
+        np.testing.assert_allclose(out["output"][i], ref["output"], rtol=1e-5, atol=1e-5)
+        counts.append(int(ref["lif"].sum()))
+    assert len(set(counts)) == 3, counts
+
+
+def test_bad_sharding_arguments_say_what_to_do():
+    import jax
+    import numpy as np
+
+    from nirbridge import parallel
+    from nirbridge.errors import InputError
+
+    with pytest.raises(InputError, match="devices"):
+        parallel.batch_sharding(["cpu0"])
+    with pytest.raises(InputError, match="no parameter sets"):
+        parallel.stack_params([])
+    with pytest.raises(InputError, match="host:port"):
+        parallel.initialize("localhost", 2, 0)
+    import nirbridge as nb
+
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+    ns: dict = {}
+    exec(_SETUP, ns)
+    g, x, dyn = ns["make"]()
+    stacked = parallel.stack_params([nb.to_jax(g, dyn).params])
+    with pytest.raises(InputError, match="no 'sweep'"):
+        parallel.sweep(g, dyn, stacked, x[:5, :4], mesh=mesh)
+
+
+def test_the_persistent_cache_stores_compiled_programs_on_disk(tmp_path):
+    cache = tmp_path / "cache"
+    code = _SETUP + textwrap.dedent(f"""
+        import jax.monitoring
+        from nirbridge.backends.jax import use_persistent_cache
+        hits = []
+        jax.monitoring.register_event_listener(
+            lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
+        use_persistent_cache({str(cache)!r})
+        g, x, dyn = make()
+        nb.simulate(g, x[:10, :4], dyn, backend="jax")
+        print("HITS", len(hits))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())
+    assert res.returncode == 0, res.stderr[-4000:]
+    stored = [p for p in cache.rglob("*") if p.is_file()]
+    assert stored, "no compiled program was written to the cache directory"
+    assert "HITS 0" in res.stdout, res.stdout
+    # a second process loads them instead of compiling: cache hits, and no new entry
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "HITS 0" not in res.stdout and "HITS" in res.stdout, res.stdout
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == sorted(p.name for p in stored)
