@@ -544,6 +544,25 @@ def check_signatures(graph: Graph, dyn: Dynamics) -> None:
     _warn_assumed(graph, dyn, lib, origin, warned)
 
 
+def _looks_exported_by(lib: str, node, dt: float) -> bool:
+    """Whether ``node`` has the parameters ``lib``'s exporter writes: snnTorch ``r = tau/dt`` (CubaLIF also
+    ``w_in = tau_syn/dt``), ``v_leak = v_reset = 0``; Sinabs ``r = 1``, ``v_leak = v_reset = 0``, ``tau >= 1`` step (LIF, LI)."""
+    p = node.params
+
+    def is_(field, value):
+        return field in p and np.allclose(np.asarray(p[field], dtype=np.float64), value, rtol=1e-5, atol=0)
+
+    zero = all(np.all(np.asarray(p[f]) == 0) for f in ("v_leak", "v_reset") if f in p)
+    if lib == "snntorch" and node.type == "LIF":
+        return zero and is_("r", np.asarray(p["tau"], dtype=np.float64) / dt)
+    if lib == "snntorch" and node.type == "CubaLIF":
+        return (zero and is_("r", np.asarray(p["tau_mem"], dtype=np.float64) / dt)
+                and is_("w_in", np.asarray(p["tau_syn"], dtype=np.float64) / dt))
+    if lib == "sinabs" and node.type in ("LIF", "LI"):  # tau counted in steps: at least one
+        return zero and is_("r", 1.0) and bool(np.all(np.asarray(p["tau"], dtype=np.float64) >= dt))
+    return False
+
+
 def _warn_assumed(graph: Graph, dyn: Dynamics, lib: str, origin: Mapping, skip: set[str]) -> None:
     """snnTorch and Sinabs files cannot say the reset mechanism / input scaling: name the assumption
     and the option that changes it, for the nodes still simulated with the preset's defaults."""
@@ -552,7 +571,7 @@ def _warn_assumed(graph: Graph, dyn: Dynamics, lib: str, origin: Mapping, skip: 
     base = get_preset(lib).dynamics()
     nodes = []
     for s in graph.plan.steps:
-        if s.node.type not in (SPIKING if lib == "snntorch" else ("LIF", "LI", "IF")) or s.name in skip:
+        if s.name in skip or not _looks_exported_by(lib, s.node, base.dt):
             continue
         a, b = dyn.for_node(s.name, s.node.type), base.for_node(s.name, s.node.type)
         if all(getattr(a, f) == getattr(b, f) for f in _ASSUMED_FIELDS):
