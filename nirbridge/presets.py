@@ -474,8 +474,8 @@ def _preset_dynamics(preset: Preset, overrides: Mapping[str, Any], options: Mapp
             by_node[node] = {**by_node.get(node, {}), **extra}
         settings["by_node"] = by_node
     dyn = Dynamics(**settings)
-    object.__setattr__(dyn, "origin", MappingProxyType(
-        {"library": preset.name, "stated": frozenset(stated), "imported": imported}))
+    # a plain dict (picklable); not compared or hashed (Dynamics.origin has compare=False)
+    object.__setattr__(dyn, "origin", {"library": preset.name, "stated": frozenset(stated), "imported": imported})
     return dyn
 
 
