@@ -50,7 +50,8 @@ combines them into one preset per library):
 * ``output_delay=1`` (Spyx): a spiking node's spike reaches the nodes after it one step later
   (0 at step 0). An edge that leads back into a cycle through the node is not delayed again (the
   cycle's recurrent edge already carries the previous step's spike, as in Spyx's recurrent
-  layers). ``record=[node]`` gives the undelayed spike.
+  layers). ``record=[node]`` gives the spike as it leaves the node, one step late (what Spyx's
+  layer returns); ``record=[(node, "v")]`` the voltage of this step.
 * ``v_init="v_leak"`` (Norse) or ``"v_reset"`` (SpikingJelly): the voltage starts at that
   parameter of the node (as the graph holds it when the program is built; a node without that
   parameter starts at 0). ``"zero"`` (default). Currents always start at 0.

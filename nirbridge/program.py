@@ -346,9 +346,14 @@ def run_loop(ops, prog: Program, coeffs: Mapping, carry: Mapping, inputs: Mappin
     body = prog._bodies.get(bkey)
     if body is None:
 
+        # a node whose spike leaves one step late (output_delay) is recorded as it leaves: the previous step's
+        lagged = {a for a, _ in prog.delayed_edges}
+
         def body(coeffs, carry, xs_t):
+            before = carry["prev"]
             carry, outs = graph_step(ops, prog, coeffs, carry, {**xs_t, **unused}, skip=hoisted)
-            return carry, tuple(outs[k] for k in looped) + tuple(getattr(carry["nodes"][n], v) for n, v in states)
+            return carry, (tuple(before[k] if k in lagged else outs[k] for k in looped)
+                           + tuple(getattr(carry["nodes"][n], v) for n, v in states))
 
         prog._bodies[bkey] = body
 

@@ -63,8 +63,9 @@ class Preset:
     * ``signature``: a check of a graph simulated with this preset without :func:`import_graph`
       (this library's exporter quirk); ``foreign_signature``: a check of this library's quirk run
       under every other preset;
-    * ``unstated``: ``(node types, text)``: what the file cannot say and the preset assumes,
-      warned while no option is stated;
+    * ``unstated``: ``(exported_here, text)``: what the file cannot say and the preset assumes,
+      warned while no option is stated, for the nodes where ``exported_here(node, dt)`` (the
+      parameters the library's exporter writes);
     * ``import_fix(graph, dynamics, export_dt) -> graph``: the corrections of
       :func:`import_graph`; ``read_dt(graph, dt) -> dt``: a dt the file holds; ``import_call``:
       the call the warnings suggest;
@@ -85,7 +86,7 @@ class Preset:
     option_hints: Mapping[str, str] = field(default_factory=dict)
     signature: Signature | None = None
     foreign_signature: Signature | None = None
-    unstated: tuple[tuple[str, ...], str] | None = None
+    unstated: tuple[Callable[[Any, float], bool], str] | None = None
     import_fix: Callable[[Graph, Dynamics, Any], Graph] | None = None
     read_dt: Callable[[Graph, Any], Any] | None = None
     import_call: str = ""
@@ -259,8 +260,8 @@ def preset_dynamics(preset: Preset, overrides: Mapping[str, Any], options: Mappi
             by_node[node] = {**by_node.get(node, {}), **extra}
         settings["by_node"] = by_node
     dyn = Dynamics(**settings)
-    object.__setattr__(dyn, "origin", MappingProxyType(
-        {"library": preset.name, "stated": frozenset(stated), "imported": imported}))
+    # a plain dict (picklable); not compared or hashed (Dynamics.origin has compare=False)
+    object.__setattr__(dyn, "origin", {"library": preset.name, "stated": frozenset(stated), "imported": imported})
     return dyn
 
 

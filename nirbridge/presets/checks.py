@@ -64,11 +64,11 @@ def _warn_assumed(graph: Graph, dyn: Dynamics, lib: str, origin: Mapping, skip: 
     preset = PRESETS[lib]
     if preset.unstated is None or origin.get("stated"):
         return
-    types, what = preset.unstated
+    exported_here, what = preset.unstated
     base = get_preset(lib).dynamics()
     nodes = []
     for s in graph.plan.steps:
-        if s.node.type not in types or s.name in skip:
+        if s.name in skip or not exported_here(s.node, base.dt):
             continue
         a, b = dyn.for_node(s.name, s.node.type), base.for_node(s.name, s.node.type)
         if all(getattr(a, f) == getattr(b, f) for f in _ASSUMED_FIELDS):

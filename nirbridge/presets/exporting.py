@@ -26,7 +26,9 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
     Raises :class:`~nirbridge.errors.UnsupportedError`, naming the node and the setting, where the
     target cannot reproduce the source: another scheme, reset rule or reset timing, several spikes
     per step, an output delay, another initial state, a v_reset the importer drops, node types the
-    importer does not read. Supported targets: ``"norse"`` (Euler, reset to 0, ``>``) and
+    importer does not read. Supported targets: ``"snntorch"`` (``import_from_nir``: Euler at
+    dt = 1e-4, reset to 0 in the step of the spike, ``>``, one threshold per layer, the input gain
+    folded into the Affine so that ``r = tau/dt``), ``"norse"`` (Euler, reset to 0, ``>``) and
     ``"sinabs"`` (exact, tau in steps, ``>=``, several spikes per step, subtraction, the input
     unscaled: the source's input gain ``(1 - exp(-dt/tau)) r`` is folded into the Affine; the
     match for Rockpool's LIFNeuronTorch).

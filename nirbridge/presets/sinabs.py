@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from .base import SPIKING, make_preset, register
 
 OPTIONS = {"norm_input": ((True, False), True),
@@ -24,7 +26,16 @@ def translate(o: Mapping[str, Any], node_type: str, where: str) -> dict:
     return out
 
 
-UNSTATED = (("LIF", "LI", "IF"),
+def exported_here(node: Any, dt: float) -> bool:
+    """Whether ``node`` has the parameters Sinabs' exporter writes for LIF / ExpLeak: ``r = 1``,
+    ``v_leak = v_reset = 0``, ``tau`` counted in steps (at least one)."""
+    p = node.params
+    return (node.type in ("LIF", "LI") and all(np.all(np.asarray(p[f]) == 0) for f in ("v_leak", "v_reset") if f in p)
+            and bool(np.allclose(np.asarray(p["r"], dtype=np.float64), 1.0, rtol=1e-5, atol=0))
+            and bool(np.all(np.asarray(p["tau"], dtype=np.float64) >= dt)))
+
+
+UNSTATED = (exported_here,
             "norm_input, spike_fn and reset_fn; simulating Sinabs' defaults norm_input=True, MultiSpike, "
             "MembraneSubtract. If the model used others: Dynamics.preset('sinabs', norm_input=False) (or "
             "spike_fn='SingleSpike', reset_fn='MembraneReset'; per layer: options={node: {...}})")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from ..errors import DynamicsError
 from .base import make_preset, register
 
@@ -38,7 +40,23 @@ def translate(o: Mapping[str, Any], node_type: str, where: str) -> dict:
     return {"reset": "zero", "reset_timing": "late"}  # Synaptic: v = (1 - R)(beta v + i)
 
 
-UNSTATED = (("LIF", "CubaLIF", "IF"),
+def exported_here(node: Any, dt: float) -> bool:
+    """Whether ``node`` has the parameters snnTorch's exporter writes: ``r = tau/dt`` (CubaLIF also
+    ``w_in = tau_syn/dt``), ``v_leak = v_reset = 0``."""
+    p = node.params
+    if node.type not in ("LIF", "CubaLIF") or not all(np.all(np.asarray(p[f]) == 0) for f in ("v_leak", "v_reset")):
+        return False
+    if node.type == "LIF":
+        return _close(p["r"], np.asarray(p["tau"], dtype=np.float64) / dt)
+    return (_close(p["r"], np.asarray(p["tau_mem"], dtype=np.float64) / dt)
+            and _close(p["w_in"], np.asarray(p["tau_syn"], dtype=np.float64) / dt))
+
+
+def _close(a: Any, b: Any) -> bool:
+    return bool(np.allclose(np.asarray(a, dtype=np.float64), b, rtol=1e-5, atol=0))
+
+
+UNSTATED = (exported_here,
             "reset_mechanism and reset_delay; simulating snnTorch's defaults reset_mechanism='subtract', "
             "reset_delay=True. If the model used another: Dynamics.preset('snntorch', reset_mechanism='zero') "
             "(or reset_delay=False; per layer: options={node: {...}})")

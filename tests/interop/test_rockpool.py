@@ -109,6 +109,9 @@ def _model(kind):
     w, b = make_weights()
     if kind == "lif":
         return _run(Sequential(_linear(w, b, 0.6), _lif_neuron()), "1_LIFNeuronTorch")
+    if kind == "lif_single":  # max_spikes_per_dt=1: at most one spike per step, the rest of v kept
+        n = LIFNeuronTorch(NOUT, tau_mem=_t(TAU_MEM), threshold=_t(THR), dt=DT, max_spikes_per_dt=1)
+        return _run(Sequential(_linear(w, b, 0.9), n), "1_LIFNeuronTorch")
     if kind == "lif_tie":
         # a = exp(-dt/tau) is exactly 0.5 in float32 for this tau, threshold 1, weights on a 0.25 grid:
         # the voltage lands exactly on the threshold
@@ -325,3 +328,13 @@ def test_reexport_refuses_what_the_target_cannot_reproduce():
     biased = g.replace_params({"1_LIFNeuronTorch": {"v_leak": np.full(NOUT, 0.1, np.float32)}})
     with pytest.raises(nb.errors.UnsupportedError, match=r"field 'v_leak'"):
         presets.export_graph(biased, dyn, "sinabs")
+
+
+def test_max_spikes_per_dt_by_its_own_name(backend):
+    path, ref = model("lif_single")
+    assert ref["spikes"].max() == 1 and ref["spikes"].sum() > 50
+    _, g, dyn = _load(path, max_spikes_per_dt=1)
+    compare("rockpool", "LIFNeuronTorch max_spikes_per_dt=1 (import_graph option)", g, dyn, backend, ref)
+    if backend == "reference":  # the default reading (spike counts) differs where v holds 2 thresholds
+        _, g0, dyn0 = _load(path)
+        assert int((nb.simulate(g0, X, dyn0)["output"] != ref["spikes"]).sum()) > 0

@@ -189,3 +189,46 @@ def test_conv_net(backend):
     np.testing.assert_allclose(v, v1, rtol=0, atol=VTOL)
     if backend == "reference":  # the Linear's columns as written: wrong
         assert int((nb.simulate(raw, x, nb.Dynamics.preset("spyx", dt=DT))["output"] != ref["spikes"]).sum()) > 0
+
+
+# ---------------------------------------------------------------------- a hidden layer's recorded spikes
+def _two_layers():
+    rngs = nnx.Rngs(0)
+    w1, b1 = make_weights(seed=1, scale=0.8)
+    w2, b2 = make_weights(seed=4, scale=0.9, shift=0.3)
+    lin1, lin2 = nnx.Linear(NIN, NOUT, rngs=rngs), nnx.Linear(NOUT, NOUT, rngs=rngs)
+    lin1.kernel[...], lin1.bias[...] = jnp.array(w1.T), jnp.array(b1)
+    lin2.kernel[...], lin2.bias[...] = jnp.array(w2[:, :NOUT].T), jnp.array(b2)
+    l1 = snn.LIF((NOUT,), beta=0.9, threshold=jnp.array(THR), rngs=rngs)
+    l1.beta = nnx.Param(jnp.array(BETA))
+    l2 = snn.CuBaLIF((NOUT,), alpha=0.6, beta=0.85, threshold=jnp.array(THR * 0.5), rngs=rngs)
+
+    def run(m):
+        state, out = m.initial_state(X.shape[1]), []
+        for t in range(X.shape[0]):
+            y, state = m(jnp.array(X[t]), state)
+            out.append(np.asarray(y))
+        return np.array(out, dtype=np.float32)
+
+    full = snn.Sequential(lin1, l1, lin2, l2)
+    hidden = run(snn.Sequential(lin1, l1))  # what Spyx's first LIF layer returns, step by step
+    out = run(full)
+    g = snir.to_nir(full, {"input": np.array([NIN])}, {"output": np.array([NOUT])}, dt=DT)
+    return _write(g, "spyx_two"), out, hidden
+
+
+@functools.cache
+def two_layers():
+    with warnings.catch_warnings(), jax.numpy_dtype_promotion("standard"):
+        warnings.simplefilter("ignore")
+        return _two_layers()
+
+
+def test_recorded_hidden_layer_is_what_spyx_returns(backend):
+    path, out, hidden = two_layers()
+    g, dyn, _ = quiet_import(path, "spyx", dt=DT)
+    first = next(s.name for s in g.plan.steps if s.node.type == "LIF")
+    assert hidden.sum() > 20 and out.sum() > 10
+    res = nb.simulate(g, X, dyn, backend=backend, record=[first])
+    assert int((res["output"] != out).sum()) == 0
+    assert int((res[first] != hidden).sum()) == 0  # the layer's spikes as Spyx records them: one step late
