@@ -470,3 +470,11 @@ def test_a_padding_of_non_text_bytes_is_named():
     with pytest.raises(ParameterError) as e:
         nb.Graph.from_nir(_one(conv, [1, 4, 4]))
     assert "node 'node', field 'padding'" in str(e.value)
+
+
+def test_save_to_a_folder_or_a_missing_folder_is_named(tmp_path):
+    g = nb.Graph.from_nir(_lif_graph())
+    with pytest.raises(FileFormatError, match="is a folder"):
+        nb.save(g, tmp_path)
+    with pytest.raises(FileFormatError, match="does not exist"):
+        nb.save(g, tmp_path / "missing" / "g.nir")
