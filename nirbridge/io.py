@@ -147,7 +147,11 @@ def save(graph: Graph, path: str | os.PathLike) -> None:
             raise FileFormatError(f"save(): the folder {str(folder)!r} does not exist. Fix: create it first")
         import tempfile
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(folder))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(folder))
+        except OSError as e:
+            raise FileFormatError(f"save(): cannot write in {str(folder)!r} ({e}). Fix: choose a folder you can "
+                                  "write to") from None
         os.close(fd)
         try:
             try:
@@ -165,7 +169,11 @@ def save(graph: Graph, path: str | os.PathLike) -> None:
                 raise node_error(UnsupportedError, where[0], where[1], "a NIR file cannot store this value as it is "
                                  "(it reads back different)", "store NumPy arrays, NumPy or Python numbers, "
                                  "strings and dicts of them")
-            os.replace(tmp, p)
+            try:
+                os.replace(tmp, p)
+            except OSError as e:
+                raise FileFormatError(f"save(): cannot replace {str(p)!r} ({e}); the old file is unchanged. "
+                                      "Fix: check the file's permissions") from None
             tmp = None
         finally:
             if tmp is not None:

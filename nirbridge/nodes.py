@@ -163,10 +163,12 @@ def _pair(node: str, field: str, v: Any, n: int = 2) -> tuple[int, ...]:
 def _conv_padding(node: str, p: Mapping[str, Any], nd: int, kernel: Shape, dilation) -> tuple:
     """Padding as ((before, after), ...) per spatial dim, PyTorch conventions."""
     pad = p["padding"]
-    if isinstance(pad, (bytes, np.bytes_)):
-        pad = pad.decode()
     if isinstance(pad, np.ndarray) and pad.dtype.kind in "SUO" and pad.ndim == 0:
-        pad = str(pad.item().decode() if isinstance(pad.item(), bytes) else pad.item())
+        pad = pad.item()
+    if isinstance(pad, (bytes, np.bytes_)):
+        pad = pad.decode("utf8", "replace")  # a non-text padding is then an unknown padding, named below
+    if isinstance(pad, np.str_):
+        pad = str(pad)
     if isinstance(pad, str):
         if pad == "valid":
             return tuple((0, 0) for _ in range(nd))

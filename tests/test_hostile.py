@@ -460,3 +460,21 @@ def test_every_error_above_is_a_nirbridge_error():
     for cls in (DynamicsError, FileFormatError, GraphError, InputError, NonFiniteError, ParameterError, ShapeError,
                 UnsupportedError):
         assert issubclass(cls, NirBridgeError)
+
+
+def test_a_padding_of_non_text_bytes_is_named():
+    """Found by the long fuzz campaign: a Conv's padding given as bytes that are not UTF-8."""
+    conv = nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 3, 3), np.float32), stride=1, padding=1,
+                      dilation=1, groups=1, bias=np.zeros(1, np.float32))
+    conv.padding = b"\xff"
+    with pytest.raises(ParameterError) as e:
+        nb.Graph.from_nir(_one(conv, [1, 4, 4]))
+    assert "node 'node', field 'padding'" in str(e.value)
+
+
+def test_save_to_a_folder_or_a_missing_folder_is_named(tmp_path):
+    g = nb.Graph.from_nir(_lif_graph())
+    with pytest.raises(FileFormatError, match="is a folder"):
+        nb.save(g, tmp_path)
+    with pytest.raises(FileFormatError, match="does not exist"):
+        nb.save(g, tmp_path / "missing" / "g.nir")
