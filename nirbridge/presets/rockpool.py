@@ -35,11 +35,14 @@ def translate(o: Mapping[str, Any], node_type: str, where: str) -> dict:
 
 
 def signature(step: Any, d: Dynamics, tau: np.ndarray, r: np.ndarray) -> str | None:
-    """Rockpool writes ``r = (tau/dt) exp(-dt/tau)``: one dt read back from every neuron."""
+    """Rockpool writes ``r = (tau/dt) exp(-dt/tau)``: one dt read back from every neuron, and a round
+    one (two significant digits, as module time steps are: 1e-3, 2.5e-4), so that an ``r`` that
+    merely is the same everywhere is not taken for it."""
     if r.size and np.all(r > 0):
         est = np.broadcast_to(tau, r.shape) * lambert_w(1.0 / r)
         ref = float(np.median(est))
-        if ref > 0 and np.all(np.abs(est - ref) <= 1e-5 * ref) and not np.allclose(r, -1 / np.expm1(-d.dt / tau)):
+        round_dt = ref > 0 and abs(ref - float(f"{ref:.2g}")) <= 1e-4 * ref
+        if round_dt and np.all(np.abs(est - ref) <= 1e-5 * ref) and not np.allclose(r, -1 / np.expm1(-d.dt / tau)):
             return (f"r = {short(r)} = (tau/dt) exp(-dt/tau) with dt = {ref:.6g} s, as Rockpool's exporter "
                     "writes it. Fix: graph, dynamics = nb.presets.import_graph(path, 'rockpool')")
     return None
