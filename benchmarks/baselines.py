@@ -833,6 +833,53 @@ def make_matmul_floor(workload: Workload, backend: str = "jax", layout: str | No
     raise ValueError(f"unknown backend {backend!r}")
 
 
+_NEURONS = (nir.LIF, nir.LI, nir.IF, nir.CubaLIF, nir.CubaLI, nir.I)
+
+
+def make_matmul_floor_in_loop(workload: Workload) -> Baseline:
+    """Only the weight products, but one time step at a time inside a ``lax.scan``, as the network
+    needs them (a recurrent Affine reads the previous step's value): the floor for a graph whose
+    cost is the loop over small products rather than the products themselves.
+
+    braille: per step x_t @ (12, 38) + h_{t-1} @ (38, 38), then h_t @ (38, 7)
+    ff:      per step x_t @ (700, 256), then (256, 20)
+    No neuron dynamics; the carry is the recurrent Affine's input (zeros when there is none).
+    """
+    graph = workload.graph
+    chain = _feedforward_chain(graph)
+    if not all(isinstance(n, (nir.Affine, *_NEURONS)) for _, n in chain):
+        raise TypeError("matmul_floor_in_loop: only chains of Affine and neuron nodes")
+    steps, params = [], []
+    for name, node in chain:
+        if isinstance(node, nir.Affine):
+            steps.append(("affine", len(params)))
+            params.append(_affine_params(node))
+        else:
+            rec = _recurrent_affine(graph, name)
+            if rec is not None:
+                steps.append(("recurrent", len(params)))
+                params.append(_affine_params(rec[1]))
+
+    def sim(p, x):
+        def body(carry, x_t):
+            h, new = x_t, []
+            for (kind, k), h_prev in zip(steps, carry):
+                if kind == "affine":
+                    h = _affine(p[k], h)
+                    new.append(h_prev)
+                else:  # the recurrent product of the previous step's value, added in
+                    h = h + _affine(p[k], h_prev)
+                    new.append(h)
+            return tuple(new), h
+
+        b = x.shape[1]
+        carry = tuple(jnp.zeros((b, p[k]["w"].shape[1] if kind == "recurrent" else 1), x.dtype)
+                      for kind, k in steps)
+        return jax.lax.scan(body, carry, x)[1]
+
+    return _jax_baseline("matmul_floor_in_loop", sim, params)
+
+
 ALL_BASELINES: dict[str, Callable[[Workload], Baseline]] = {
     "handwritten_scan": make_handwritten_scan,
     "handwritten_scan_hoisted": make_handwritten_scan_hoisted,
@@ -840,6 +887,7 @@ ALL_BASELINES: dict[str, Callable[[Workload], Baseline]] = {
     "nirtorch_baseline": make_nirtorch_baseline,
     "matmul_floor_jax": functools.partial(make_matmul_floor, backend="jax"),
     "matmul_floor_torch": functools.partial(make_matmul_floor, backend="torch"),
+    "matmul_floor_in_loop": make_matmul_floor_in_loop,
 }
 
 

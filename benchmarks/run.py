@@ -8,6 +8,8 @@ Rows per workload (see ``baselines.py`` for the workloads and the baselines):
 * ``handwritten_scan`` (+ ``_hoisted``, ``_layerwise``): the same network written by hand in JAX;
 * ``nirtorch_baseline``: NIRTorch 2.6 with a hand-written neuron map, one step per Python call;
 * ``matmul_floor_jax`` / ``_torch``: only the weight products over all T*B rows (the arithmetic floor).
+* ``matmul_floor_in_loop``: only the weight products, one step at a time inside a ``lax.scan`` (the
+  floor of a loop over small products; graphs of Affine and neuron nodes).
 
 Method: every row is built and compiled first (compile time reported apart, not timed), warmed
 up once, and checked against ``handwritten_scan`` (spikes identical, LI voltage within 1e-4).

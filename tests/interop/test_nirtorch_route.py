@@ -177,10 +177,12 @@ def _scenarios_sinabs(torch):
 
     def conv():
         torch.manual_seed(0)
-        return sinabs.to_nir(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), sl.IAFSqueeze(batch_size=1),
-                                                 torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 4),
-                                                 sl.IAFSqueeze(batch_size=1)),
-                             torch.from_numpy(_x(3, (1, 1, 8, 8))))
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), sl.IAFSqueeze(batch_size=1), torch.nn.Flatten(),
+                                  torch.nn.Linear(2 * 6 * 6, 4), sl.IAFSqueeze(batch_size=1))
+        with torch.no_grad():  # weights large enough that both layers fire within T steps
+            net[0].weight.mul_(8.0)
+            net[3].weight.mul_(8.0)
+        return sinabs.to_nir(net, torch.from_numpy(_x(3, (1, 1, 8, 8))))
 
     out["conv"] = conv
     return out, lambda g: sinabs.from_nir(g, batch_size=B)
@@ -253,10 +255,8 @@ def _import_run(lib, importer, g, torch):
         wiring = (type(holder).__name__, len(holder.input_nodes), len(holder.output_nodes),
                   [n.name for n in model.execution_order])
         return {"outputs": np.asarray(y.detach().numpy()), "as_graph": wiring}
-    if lib == "sinabs":  # Sinabs layers take (B*T... ) batches: one call over (B, T, N)
-        xs = _x(5, (B, T) + shape[-1:]) if len(shape) == 1 else None
-        if xs is None:
-            return {"outputs": "skipped: conv import runs as (B*T, C, H, W) with batch_size set at import"}
+    if lib == "sinabs":  # one call: (B, T, N) for LIF layers; (B*T, C, H, W) for the Squeeze layers of a CNN
+        xs = _x(5, (B, T) + shape[-1:]) if len(shape) == 1 else _x(5, (B * T,) + shape[-3:])
         with torch.no_grad():
             y = model(torch.from_numpy(xs))
         y = y[0] if isinstance(y, tuple) else y
