@@ -492,6 +492,15 @@ def check_params(node: str, spec: NodeSpec, params: Mapping[str, Any], *, missin
         if spec.param_kinds[f] == "structure" and np.any(v < 0):
             raise node_error(ParameterError, node, f, f"holds a negative delay (min {np.min(v)})",
                              "delays are >= 0 seconds")
+    for f in spec.fields:  # the other fields (shapes, strides, ...) must at least be regular arrays
+        v = params.get(f)
+        if f in spec.float_params or not isinstance(v, (list, tuple)):
+            continue
+        try:
+            np.asarray(v)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise node_error(ParameterError, node, f, f"{v!r:.60} is not a regular array ({type(e).__name__}: "
+                             f"{str(e)[:80]})", f"give {f} as a number or a flat list of numbers") from None
     spec.expected_input(node, params)  # integer fields and the shape consistency of the parameters
 
 

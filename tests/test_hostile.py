@@ -472,6 +472,18 @@ def test_a_padding_of_non_text_bytes_is_named():
     assert "node 'node', field 'padding'" in str(e.value)
 
 
+@pytest.mark.parametrize("field", ["input_shape", "stride", "padding"])
+def test_a_ragged_shape_field_is_named(field):
+    """Found by the long fuzz campaign: a Conv1d whose shape-like field is a ragged list (NumPy
+    cannot make an array of it) gave a bare ValueError."""
+    conv = nir.Conv1d(input_shape=4, weight=np.ones((1, 1, 3), np.float32), stride=1, padding=1,
+                      dilation=1, groups=1, bias=np.zeros(1, np.float32))
+    setattr(conv, field, [[1.0], [2.0, 3.0]])
+    with pytest.raises(ParameterError) as e:
+        nb.Graph.from_nir(_one(conv, [1, 4]))
+    assert f"node 'node', field '{field}'" in str(e.value)
+
+
 def test_save_to_a_folder_or_a_missing_folder_is_named(tmp_path):
     g = nb.Graph.from_nir(_lif_graph())
     with pytest.raises(FileFormatError, match="is a folder"):
