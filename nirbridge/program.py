@@ -497,6 +497,9 @@ def normalize_inputs(prog: Program, x: Any, dtype: np.dtype | None = None, *,
         if len(shape) != len(want) + 2 or shape[2:] != want:
             raise InputError(f"input {n!r} has shape {shape}; expected (T, B, {', '.join(map(str, want))}) "
                              "(time-major). Fix: reshape, or move the batch axis with x.transpose(1, 0, ...)")
+        if shape[0] < 1 or shape[1] < 1:
+            raise InputError(f"input {n!r} has shape {shape}: T and B must be at least 1. "
+                             "Fix: give at least one time step and one batch entry")
         if tb is not None and shape[:2] != tb:
             raise InputError(f"inputs disagree on (T, B): {tb} vs {shape[:2]} for {n!r}. Fix: use one T and B")
         tb = shape[:2]

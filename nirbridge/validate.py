@@ -68,12 +68,12 @@ def _record(g: Graph, record: Any) -> Any:
 
 def _inputs(g: Graph, x: Any) -> Any:
     if isinstance(x, Mapping):
-        return {k: _array(str(k), v, g) for k, v in x.items()}
+        return {k: _array(str(k), v) for k, v in x.items()}
     names = g.plan.inputs
-    return _array(names[0] if len(names) == 1 else "x", x, g)
+    return _array(names[0] if len(names) == 1 else "x", x)
 
 
-def _array(name: str, v: Any, g: Graph) -> np.ndarray:
+def _array(name: str, v: Any) -> np.ndarray:
     if hasattr(v, "detach") and hasattr(v, "numpy"):  # a torch tensor
         try:
             v = v.detach().cpu().numpy()
@@ -88,16 +88,7 @@ def _array(name: str, v: Any, g: Graph) -> np.ndarray:
     if a.dtype.kind not in "biuf":
         raise InputError(f"input {name!r} has dtype {a.dtype}; expected numbers "
                          "(bool, int or float). Fix: pass a float array")
-    want = tuple(g.plan[name].output_shape) if name in g.plan else None
-    if a.ndim < 2 or (want is not None and (a.ndim != len(want) + 2 or tuple(a.shape[2:]) != want)):
-        shown = ", ".join(map(str, want)) if want is not None else "*shape"
-        raise InputError(f"input {name!r} has shape {tuple(a.shape)}; expected (T, B, {shown}) (time-major). "
-                         "Fix: reshape, or move the batch axis with x.transpose(1, 0, ...)")
-    if a.shape[0] < 1 or a.shape[1] < 1:
-        raise InputError(f"input {name!r} has shape {tuple(a.shape)}: T and B must be at least 1. "
-                         "Fix: give at least one time step and one batch entry")
-    if a.dtype.kind in "biu" or a.dtype.itemsize < 4:
-        a = a.astype(np.float64)  # bools, ints and halfs mean the same numbers in every backend
+    # shapes are checked by program.normalize_inputs, which every backend runs
     return a
 
 

@@ -312,3 +312,19 @@ def test_errors_are_also_value_errors():
         nb.simulate(_lif_graph(), np.zeros((4, 3)), nb.Dynamics(DT))
     with pytest.raises(ValueError):
         nb.Dynamics(dt=-1.0)
+
+
+@pytest.mark.parametrize("backend", ["reference", "jax", "torch"])
+def test_spike_and_integer_inputs_give_the_float_result(backend):
+    """simulate passes bool, int and float16 inputs on as they are (no eager float64 copy); each
+    backend casts them to its compute dtype and gives what the same values in float32 give."""
+    from nirbridge import examples
+    from nirbridge.testing import random_spikes
+
+    g = nb.load(examples.path("braille_noDelay_bias_zero"))
+    dyn = nb.Dynamics(dt=1e-4)
+    x = random_spikes(g, T=20, B=2, p=0.3, seed=0).astype(np.float32)
+    want = nb.simulate(g, x, dyn, backend=backend)["output"]
+    assert want.sum() > 0
+    for dt in (bool, np.int8, np.uint8, np.float16):
+        np.testing.assert_array_equal(nb.simulate(g, x.astype(dt), dyn, backend=backend)["output"], want)
