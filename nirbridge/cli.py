@@ -156,6 +156,20 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="the state to draw as traces (default: v of the spiking node nearest the output)")
     c.set_defaults(func=_cmd_plot)
 
+    c = sub.add_parser("export", help="rewrite a graph for another library's NIR importer (.nir)",
+                       description="Read FILE with its Dynamics (--library / --preset / the flags) and write "
+                       "a .nir file that the NIR importer of --to reproduces (nirbridge.presets.export_graph); "
+                       "each change is printed as a warning, what the importer cannot express is an error.")
+    c.add_argument("file", help="a .nir file")
+    _dynamics_args(c)
+    c.add_argument("--to", required=True, metavar="LIB",
+                   help="the library whose importer reads the result: snntorch, norse, sinabs, spikingjelly, "
+                        "spyx or rockpool")
+    c.add_argument("--target-dt", type=float, default=None, metavar="DT",
+                   help="the dt the importer is given (default: the importer's own)")
+    c.add_argument("--out", required=True, help="the .nir file to write")
+    c.set_defaults(func=_cmd_export)
+
     c = sub.add_parser("demo", help="simulate the shipped Braille graph in every backend, compare, time",
                        description="Load the Braille-reading SNN from the NIR paper (shipped with nirbridge), "
                        "simulate it in the reference, JAX and torch on seeded random spikes, print the "
@@ -490,6 +504,25 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"{Path(args.file).name}: {what}; {dyn!r}")
     print(report)
     return 0 if report.ok else 1
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from . import presets
+    from .io import save
+
+    out_path = _out_path(args.out)
+    g, dyn = _graph_and_dynamics(args)
+    if args.to not in presets.IMPORTERS:
+        raise InputError(f"--to {args.to!r}: no importer is known for it. Fix: one of {sorted(presets.IMPORTERS)}")
+    try:
+        out = presets.export_graph(g, dyn, args.to, dt=args.target_dt)
+    except NirBridgeError as e:
+        raise type(e)(_shell(str(e))) from None
+    save(out, out_path)
+    dt = args.target_dt if args.target_dt is not None else presets.IMPORTERS[args.to]["dynamics"]["dt"]
+    print(f"{Path(args.file).name}: {dyn!r}")
+    print(f"wrote {out_path} for {presets.IMPORTERS[args.to]['library']} at dt = {dt:g}")
+    return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

@@ -45,9 +45,13 @@ _OPTIONAL_IN_FILE = {
 _FILE_NAME = {"Input": {"input_type": "shape"}, "Output": {"output_type": "shape"}}
 
 
-def load(path: str | os.PathLike, *, strict: bool = True, max_bytes: int | None = None,
+def load(path: str | os.PathLike | nir.NIRGraph, *, strict: bool = True, max_bytes: int | None = None,
          timeout: float | None = None) -> Graph:
     """Read a ``.nir`` file into a validated :class:`Graph`.
+
+    ``path`` may also be a ``nir.NIRGraph`` in memory, such as an exporter returns (parameters as
+    torch tensors, lists or Python numbers are converted without loss, a tensor keeping its
+    dtype: :meth:`Graph.from_nir`); ``strict=False`` repairs it as it would the file.
 
     Raises :class:`~nirbridge.errors.FileFormatError` for a file that is not a readable NIR
     graph, and the graph's own errors (``GraphError``, ``ShapeError``, ``ParameterError``, ...)
@@ -64,11 +68,16 @@ def load(path: str | os.PathLike, *, strict: bool = True, max_bytes: int | None 
     >>> nb.load(examples.path("lif_norse")).plan.names
     ('input', '0', '1', 'output')
     """
-    p = _as_path(path, "load")
-    if not p.is_file():
-        raise FileFormatError(f"{str(p)!r} is not a file. Fix: check the path")
-    # walks and checks the whole file first, so errors name the node and the field
-    raw = read_nir(p, max_bytes=max_bytes, timeout=timeout)
+    if isinstance(path, Graph):
+        return path
+    if isinstance(path, nir.NIRGraph):
+        raw, name = path, "the graph"
+    else:
+        p = _as_path(path, "load")
+        if not p.is_file():
+            raise FileFormatError(f"{str(p)!r} is not a file. Fix: check the path")
+        # walks and checks the whole file first, so errors name the node and the field
+        raw, name = read_nir(p, max_bytes=max_bytes, timeout=timeout), p.name
     with deep_recursion(_nesting(raw)):
         if not strict:  # repair known exporter quirks, one RepairWarning each (nirbridge.repair)
             import warnings
@@ -77,7 +86,7 @@ def load(path: str | os.PathLike, *, strict: bool = True, max_bytes: int | None 
 
             raw, repairs = repair_nir(raw)
             for r in repairs:
-                warnings.warn(RepairWarning(f"{p.name}: repaired {r}"), stacklevel=2)
+                warnings.warn(RepairWarning(f"{name}: repaired {r}"), stacklevel=2)
             return Graph.from_nir(raw)
         try:
             return Graph.from_nir(raw)
@@ -87,7 +96,7 @@ def load(path: str | os.PathLike, *, strict: bool = True, max_bytes: int | None 
             repairs = find_repairs(raw)
             if not repairs:
                 raise
-            raise type(e)(f"{e}. This is a known exporter quirk: nb.load(path, strict=False) repairs it "
+            raise type(e)(f"{e}. This is a known exporter quirk: nb.load(..., strict=False) repairs it "
                           f"({'; '.join(map(str, repairs))}) and warns") from None
 
 

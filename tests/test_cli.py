@@ -257,3 +257,26 @@ def test_preset_warning_names_the_flags(capsys, tmp_path):
     assert "nirbridge: warning:" in err and "--library snntorch --option reset_mechanism=zero" in err
     code, out, err = run(capsys, *sim, "--library", "snntorch", "--option", "reset_mechanism=subtract")
     assert code == 0 and err == ""
+
+
+def test_export_writes_a_file_for_the_importer_and_errors_name_the_setting(capsys, tmp_path):
+    """``nirbridge export``: the Norse paper file under the Norse preset, written for Norse's importer
+    at dt = 1e-4 (tau rescaled, r folded into the Affine): the written file under the importer's
+    Dynamics gives the source's spikes; a target that cannot express the model is one error line."""
+    out = tmp_path / "for_norse.nir"
+    code, text, err = run(capsys, "export", "lif_norse", "--preset", "norse", "--to", "norse", "--target-dt", "1e-4",
+                          "--out", out)
+    assert code == 0, err
+    assert f"wrote {out}" in text and "nirbridge: warning:" in err and "rewritten for Norse" in err
+    src = nb.load(examples.path("lif_norse"))
+    written = nb.load(out)
+    x = random_spikes(src, T=200, B=2, p=0.3, seed=0)
+    want = nb.simulate(src, x, nb.Dynamics.preset("norse"), dtype="float64")["output"]
+    got = nb.simulate(written, x, nb.Dynamics(**dict(nb.presets.IMPORTERS["norse"]["dynamics"], dt=1e-4)),
+                      dtype="float64")["output"]
+    assert want.sum() > 5
+    np.testing.assert_array_equal(got, want)
+    code, text, err = run(capsys, "export", "lif_norse", "--preset", "norse", "--to", "sinabs", "--out", out)
+    assert code == 2 and "field 'method'" in one_error_line(err)
+    code, text, err = run(capsys, "export", "lif_norse", "--preset", "norse", "--to", "brian2", "--out", out)
+    assert code == 2 and "spikingjelly" in one_error_line(err)

@@ -361,3 +361,20 @@ def test_a_long_graph_plans():
     g = nb.Graph.from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
     assert g.plan.names == ("input", *(f"layer.{i}" for i in range(n)), "output")
     assert g.plan.recurrent == tuple(sorted((f"layer.{i}", f"layer.{i - 99}") for i in range(99, n, 100)))
+
+
+def test_load_takes_a_nir_graph_in_memory_and_repairs_it_like_a_file(tmp_path):
+    """nb.load(nir.NIRGraph) is Graph.from_nir; with strict=False the exporter repairs apply to it
+    as to the file (a batch dimension leaked into the Input), and the caller's graph is unchanged."""
+    raw = nir.read(examples.path("lif_norse"), type_check=False)
+    assert nb.load(raw).equals(nb.load(examples.path("lif_norse")))
+    g = nb.load(raw)
+    assert nb.load(g) is g
+    n_in = int(np.asarray(raw.nodes["input"].input_type["input"])[-1])
+    raw.nodes["input"] = nir.Input(input_type={"input": np.array([1, n_in])})  # as Norse writes a batched sample
+    with pytest.raises(nb.errors.ShapeError, match="strict=False"):
+        nb.load(raw)
+    with pytest.warns(nb.repair.RepairWarning, match=rf"the graph: repaired .*\[1, {n_in}\] -> \[{n_in}\]"):
+        fixed = nb.load(raw, strict=False)
+    assert fixed.equals(g)
+    assert list(raw.nodes["input"].input_type["input"]) == [1, n_in]

@@ -325,7 +325,7 @@ def test_export_graph_refuses_with_node_and_setting():
         presets.export_graph(g, nb.Dynamics.preset("sinabs", reset="zero", threshold=">", method="euler",
                                                    synapse="current_first", v_init="v_leak"), "norse")
     with pytest.raises(UnsupportedError, match="supported targets"):
-        presets.export_graph(g, "norse", "spyx")
+        presets.export_graph(g, "norse", "brian2")
     with pytest.raises(UnsupportedError, match="v_reset"):
         presets.export_graph(_graph(_lif(v_reset=-0.1)), "norse", "norse")
 
@@ -464,6 +464,58 @@ def test_export_graph_for_sinabs_folds_the_exact_gain_and_counts_tau_in_steps():
         presets.export_graph(g, src.replace(threshold=">"), "sinabs")
     with pytest.raises(UnsupportedError, match=r"node 'n', field 'method'"):
         presets.export_graph(g, "snntorch", "sinabs")
+
+
+# ------------------------------------------------------------------ export for Rockpool, Spyx, SpikingJelly
+@pytest.mark.filterwarnings("ignore::nirbridge.presets.LostInformationWarning")  # the bias Rockpool's files lack
+def test_export_graph_for_rockpool_writes_the_dt_its_importer_reads_and_reads_back():
+    """A Rockpool-like CubaLIF (exact gains after import_graph) written for Rockpool's from_nir: it
+    takes dt = min(tau_mem/(1 + r)), so r = tau_mem/dt - 1 and w_in = 1; import_graph reads that
+    file's dt back and the spikes are the source's (float64, the same update)."""
+    dt, tm, ts = 1e-3, np.array([5e-3, 2e-2]), np.array([2e-3, 4e-3])
+    am, as_ = np.exp(-dt / tm), np.exp(-dt / ts)
+    z = np.zeros(2)
+    cuba = nir.CubaLIF(tau_syn=ts, tau_mem=tm, r=1 / (1 - am), w_in=0.7 * as_ / (1 - as_), v_leak=z,
+                       v_threshold=np.full(2, 0.5), v_reset=z)
+    w = np.array([[0.6, -0.2, 0.9], [0.3, 0.8, -0.1]])
+    g = _graph(cuba, n_in=3, w=w, b=np.array([0.05, 0.0]))
+    with pytest.warns(presets.ExporterQuirkWarning, match="from_nir"):
+        out = presets.export_graph(g, "rockpool", "rockpool")
+    p = out.plan["n"].node.params
+    np.testing.assert_allclose(p["tau_mem"] / (1 + p["r"]), dt, rtol=1e-12)
+    np.testing.assert_array_equal(p["w_in"], [1.0, 1.0])
+    np.testing.assert_allclose(out.plan["fc"].node.params["weight"], w * 0.7, rtol=1e-12)  # w_in's gain 0.7
+    with pytest.warns(presets.ExporterQuirkWarning, match="dt = 0.001 read from r"):
+        back, dyn = presets.import_graph(out, "rockpool")
+    assert dyn.dt == dt
+    x = (np.random.default_rng(0).random((60, 2, 3)) < 0.5).astype(np.float64) * 2
+    ref = nb.simulate(g, x, nb.Dynamics.preset("rockpool"), dtype="float64")["output"]
+    got = nb.simulate(back, x, dyn, dtype="float64")["output"]
+    assert ref.sum() > 10
+    np.testing.assert_array_equal(got, ref)
+    with pytest.raises(UnsupportedError, match=r"node 'n', field 'type'.*tau_mem"):
+        presets.export_graph(_graph(_lif(tau=5e-3)), "rockpool", "rockpool")
+
+
+def test_export_graph_for_spyx_names_the_chain_and_refuses_branches():
+    """spyx.nir.from_nir walks a chain from 'input' to 'output': other names are renamed (one
+    warning), a branch is refused naming the node."""
+    lif = nir.LIF(tau=np.full(2, 4e-3), r=np.full(2, 0.75), v_leak=np.zeros(2), v_threshold=np.ones(2),
+                  v_reset=np.zeros(2))
+    fc = nir.Affine(weight=np.ones((2, 2)), bias=np.zeros(2))
+    chain = nb.Graph.from_nir(nir.NIRGraph(
+        nodes={"x": nir.Input(input_type={"input": np.array([2])}), "fc": fc, "n": lif,
+               "y": nir.Output(output_type={"output": np.array([2])})},
+        edges=[("x", "fc"), ("fc", "n"), ("n", "y")], type_check=False))
+    with pytest.warns(presets.ExporterQuirkWarning, match="renamed 'x' -> 'input'"):
+        out = presets.export_graph(chain, nb.Dynamics.preset("spyx", dt=1e-3), "spyx", dt=1e-3)
+    assert out.inputs == ["input"] and out.outputs == ["output"] and out.edges[0] == ("input", "fc")
+    branch = nb.Graph.from_nir(nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([2])}), "fc": fc, "n": lif, "m": lif,
+               "output": nir.Output(output_type={"output": np.array([2])})},
+        edges=[("input", "fc"), ("fc", "n"), ("fc", "m"), ("n", "output"), ("m", "output")], type_check=False))
+    with pytest.raises(UnsupportedError, match=r"node 'fc', field 'edges'.*Sequential"):
+        presets.export_graph(branch, nb.Dynamics.preset("spyx", dt=1e-3), "spyx", dt=1e-3)
 
 
 # ------------------------------------------------------------------ lenient loading

@@ -119,3 +119,40 @@ def test_per_node_options_without_a_graph_need_one_meaning():
         nb.Dynamics.preset("snntorch", options={"l1": {"reset_mechanism": "zero"}})
     d = nb.Dynamics.preset("sinabs", options={"l1": {"norm_input": False}})
     assert d.for_node("l1", "LIF").input_gain == "unit" and d.for_node("l2", "LIF").input_gain == "nir"
+
+
+# ------------------------------------------------------------------ parameters the files drop (Norse v_reset)
+def _norse_file():
+    """The two-layer graph as Norse 1.1.0 writes it: tau = export_dt * tau_mem (export_dt 1e-3)."""
+    g = _two_layers()
+    return g.replace_params({n: {"tau": np.asarray(g.node(n).params["tau"]) * np.float32(1e-3)} for n in ("l1", "l2")})
+
+
+@pytest.mark.filterwarnings("ignore::nirbridge.presets.ExporterQuirkWarning")
+@pytest.mark.filterwarnings("ignore::nirbridge.presets.LostInformationWarning")  # the oracle, imported without v_reset
+def test_a_parameter_option_is_written_into_the_graph_globally_or_per_node():
+    g, dyn = presets.import_graph(_norse_file(), "norse", export_dt=1e-3, v_reset=-0.25)
+    assert all(np.all(g.node(n).params["v_reset"] == np.float32(-0.25)) for n in ("l1", "l2"))
+    assert g.node("l1").params["v_reset"].dtype == np.float32
+    g2, _ = presets.import_graph(_norse_file(), "norse", export_dt=1e-3, options={"l2": {"v_reset": [0, 0, -1]}})
+    np.testing.assert_array_equal(g2.node("l2").params["v_reset"], [0, 0, -1])
+    np.testing.assert_array_equal(g2.node("l1").params["v_reset"], np.zeros(5))
+    # the reference with the parameter set by hand is the oracle
+    hand = presets.import_graph(_norse_file(), "norse", export_dt=1e-3)[0].replace_params(
+        {"l2": {"v_reset": np.array([0, 0, -1], np.float32)}})
+    want = nb.simulate(hand, X, dyn)["output"]
+    assert want.sum() > 5
+    np.testing.assert_array_equal(nb.simulate(g2, X, dyn)["output"], want)
+
+
+@pytest.mark.filterwarnings("ignore::nirbridge.presets.ExporterQuirkWarning")
+@pytest.mark.filterwarnings("ignore::nirbridge.presets.LostInformationWarning")
+def test_a_parameter_option_errors_name_the_fix():
+    with pytest.raises(DynamicsError, match=r"parameter of the graph.*import_graph\(path, 'norse', v_reset=\.\.\.\)"):
+        nb.Dynamics.preset("norse", v_reset=-0.2)
+    with pytest.raises(DynamicsError, match=r"options\['w1'\] sets v_reset, which Linear nodes do not have"):
+        presets.import_graph(_norse_file(), "norse", export_dt=1e-3, options={"w1": {"v_reset": -0.2}})
+    with pytest.raises(nb.errors.ParameterError, match=r"v_reset='low' for node 'l1' is not a number"):
+        presets.import_graph(_norse_file(), "norse", export_dt=1e-3, v_reset="low")
+    with pytest.raises(DynamicsError, match=r"'l9'"):
+        presets.import_graph(_norse_file(), "norse", export_dt=1e-3, options={"l9": {"v_reset": -0.2}})

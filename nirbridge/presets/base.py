@@ -69,7 +69,15 @@ class Preset:
     * ``import_fix(graph, dynamics, export_dt) -> graph``: the corrections of
       :func:`import_graph`; ``read_dt(graph, dt) -> dt``: a dt the file holds; ``import_call``:
       the call the warnings suggest;
-    * ``importer``: how the library's NIR importer simulates a file (for :func:`export_graph`).
+    * ``importer``: how the library's NIR importer simulates a file (for :func:`export_graph`);
+    * ``param_options``: ``{option: (node types, field, convert or None)}``, the library's names
+      for parameters its files drop (Norse ``v_reset``, Rockpool ``bias``): :func:`import_graph`
+      writes the value given (a number or one per neuron; per node with ``options=``) into that
+      field of those nodes, through ``convert(value, params, dynamics)`` where the library's
+      parameter is not NIR's (Rockpool's bias per step is ``v_leak (1 - a)``);
+    * ``node_kind(step) -> str``: the name ``translate`` receives for a neuron of a graph, where the
+      library's options mean different things for one NIR type (snnTorch: a LIF fed back by its
+      own spikes is an RLeaky, ``"RLIF"``); without a graph the NIR type is used.
     """
 
     name: str
@@ -91,6 +99,8 @@ class Preset:
     read_dt: Callable[[Graph, Any], Any] | None = None
     import_call: str = ""
     importer: Mapping[str, Any] | None = None
+    node_kind: Callable[[Any], str] | None = None
+    param_options: Mapping[str, tuple[tuple[str, ...], str, Any]] = field(default_factory=dict)
 
     def dynamics(self, *, options: Mapping[str, Mapping[str, Any]] | None = None, **overrides: Any) -> Dynamics:
         """The preset's Dynamics, with ``overrides``: any Dynamics field (e.g. ``dt=1e-4``) or one of
@@ -105,7 +115,7 @@ def make_preset(name: str, library: str, settings: Mapping[str, Any], notes: Map
     missing = [a for a in ASPECTS if a not in notes]
     if missing:
         raise DynamicsError(f"preset {name!r} documents no {missing}. Fix: add a note for each aspect")
-    for key in ("assumed", "options", "option_hints", "importer"):
+    for key in ("assumed", "options", "option_hints", "importer", "param_options"):
         if hooks.get(key) is not None:
             hooks[key] = MappingProxyType(dict(hooks[key]))
     for key in ("lost", "quirks"):
@@ -206,6 +216,12 @@ def preset_dynamics(preset: Preset, overrides: Mapping[str, Any], options: Mappi
     """The Dynamics of ``preset`` with Dynamics-field ``overrides``, the library's own options among
     them, and per-node library ``options`` (node types from ``graph`` when given)."""
     where = f"Dynamics.preset({preset.name!r})" if not imported else f"import_graph(..., {preset.name!r})"
+    given = set(overrides) | {k for v in (options or {}).values() if isinstance(v, Mapping) for k in v}
+    params = sorted(given & set(preset.param_options))
+    if params:  # import_graph takes these out first
+        raise DynamicsError(f"{where}: {params} {'is a parameter' if len(params) == 1 else 'are parameters'} of the "
+                            f"graph, which {preset.name}'s files do not hold, not a Dynamics setting. Fix: "
+                            f"nb.presets.import_graph(path, {preset.name!r}, {params[0]}=...) writes it into the graph")
     known = preset.options
     lib = {k: v for k, v in overrides.items() if k in known}
     kw = {k: v for k, v in overrides.items() if k not in known}
@@ -229,11 +245,25 @@ def preset_dynamics(preset: Preset, overrides: Mapping[str, Any], options: Mappi
             if extra:
                 by_type[t] = {**by_type.get(t, {}), **extra}
         settings["by_type"] = by_type
+        if graph is not None and preset.node_kind is not None:  # nodes whose kind means something else
+            here = Dynamics(**settings)
+            by_node = {n: dict(v) for n, v in _by_mapping(settings.get("by_node", ()))}
+            for s in graph.plan.steps:
+                kind = preset.node_kind(s) if s.node.type in NEURONS else s.node.type
+                if kind == s.node.type:
+                    continue
+                d = here.for_type(s.node.type)
+                extra = {k: v for k, v in option_settings(preset.name, lib, kind, where).items() if getattr(d, k) != v}
+                if extra:
+                    by_node[s.name] = {**by_node.get(s.name, {}), **extra}
+            settings["by_node"] = by_node
     if options:
         if not isinstance(options, Mapping):
             raise DynamicsError(f"{where}: options must be a dict {{node name: {{option: value}}}}, got "
                                 f"{options!r}. Fix: e.g. options={{'1': {{...}}}}")
-        types = {s.name: s.node.type for s in graph.plan.steps} if graph is not None else None
+        kind_of = preset.node_kind or (lambda s: s.node.type)
+        types = ({s.name: kind_of(s) if s.node.type in NEURONS else s.node.type for s in graph.plan.steps}
+                 if graph is not None else None)
         by_node = {n: dict(v) for n, v in _by_mapping(settings.get("by_node", ()))}
         for node, opts in options.items():
             if not isinstance(opts, Mapping):
@@ -242,7 +272,7 @@ def preset_dynamics(preset: Preset, overrides: Mapping[str, Any], options: Mappi
             merged = {**lib, **opts}
             if types is not None:
                 if node not in types:
-                    valid = [n for n, t in types.items() if t in NEURONS]
+                    valid = [s.name for s in graph.plan.steps if s.node.type in NEURONS]
                     raise DynamicsError(f"{where}: options names node {node!r}, which is not in the graph; its "
                                         f"neurons: {valid}. Fix: use one of those names")
                 extra = option_settings(preset.name, merged, types[node], f"{where}, options[{node!r}]")
@@ -311,3 +341,23 @@ def lambert_w(z: np.ndarray) -> np.ndarray:
             break
     return w
 
+
+
+def unit_gains(method: str, node_type: str) -> tuple[str, Callable[[Mapping[str, Any], float], dict]]:
+    """For an importer whose neurons add their input with gain 1 (``v = a v + x``): the field
+    :func:`~nirbridge.presets.export_graph` folds into the Affine feeding the neuron, and the
+    values of the gain fields that mean gain 1 under ``method`` at time step ``dt``
+    (``{field: array}`` of the parameters ``q``). Euler: LIF ``r = tau/dt``, CubaLIF
+    ``w_in = tau_syn/dt`` and ``r = tau_mem/dt``, IF ``r = 1/dt``; exact: LIF ``r = 1/(1 - a)``,
+    CubaLIF ``r = 1/(1 - a_m)`` and ``w_in = a_s/(1 - a_s)`` (a current that decays in the step of
+    its input), ``a = exp(-dt/tau)``."""
+    f64 = lambda q, f: np.asarray(q[f], dtype=np.float64)  # noqa: E731
+    table: dict[tuple[str, str], tuple[str, Callable[[Mapping[str, Any], float], dict]]] = {
+        ("euler", "LIF"): ("r", lambda q, dt: {"r": f64(q, "tau") / dt}),
+        ("euler", "CubaLIF"): ("w_in", lambda q, dt: {"w_in": f64(q, "tau_syn") / dt, "r": f64(q, "tau_mem") / dt}),
+        ("euler", "IF"): ("r", lambda q, dt: {"r": np.ones(np.shape(q["r"])) / dt}),
+        ("exact", "LIF"): ("r", lambda q, dt: {"r": -1.0 / np.expm1(-dt / f64(q, "tau"))}),
+        ("exact", "CubaLIF"): ("w_in", lambda q, dt: {"w_in": 1.0 / np.expm1(dt / f64(q, "tau_syn")),
+                                                      "r": -1.0 / np.expm1(-dt / f64(q, "tau_mem"))}),
+    }
+    return table[(method, node_type)]

@@ -26,12 +26,23 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
     Raises :class:`~nirbridge.errors.UnsupportedError`, naming the node and the setting, where the
     target cannot reproduce the source: another scheme, reset rule or reset timing, several spikes
     per step, an output delay, another initial state, a v_reset the importer drops, node types the
-    importer does not read. Supported targets: ``"snntorch"`` (``import_from_nir``: Euler at
-    dt = 1e-4, reset to 0 in the step of the spike, ``>``, one threshold per layer, the input gain
-    folded into the Affine so that ``r = tau/dt``), ``"norse"`` (Euler, reset to 0, ``>``) and
-    ``"sinabs"`` (exact, tau in steps, ``>=``, several spikes per step, subtraction, the input
-    unscaled: the source's input gain ``(1 - exp(-dt/tau)) r`` is folded into the Affine; the
-    match for Rockpool's LIFNeuronTorch).
+    importer does not read, the importer's own limits (one value per layer, a loop it is not
+    checked for). Supported targets, each checked end to end with the real library:
+
+    * ``"snntorch"`` (``import_from_nir``): Euler at dt = 1e-4, reset to 0 in the step of the
+      spike, ``>``, one threshold per layer, the input gain folded into the Affine so that
+      ``r = tau/dt``;
+    * ``"norse"`` (``norse.torch.from_nir``): Euler, reset to 0, ``>``;
+    * ``"sinabs"`` (``sinabs.from_nir``): exact, tau in steps, ``>=``, several spikes per step,
+      subtraction, the input unscaled (the source's gain ``(1 - exp(-dt/tau)) r`` is folded into
+      the Affine; the match for Rockpool's LIFNeuronTorch);
+    * ``"spikingjelly"`` (``import_from_nir(graph, dt)``, default dt 1e-4): Euler, hard reset to
+      v_reset, ``>=``, one value per layer for every parameter, LIF ``v_leak = v_reset``;
+    * ``"spyx"`` (``spyx.nir.from_nir(graph, x, dt)``): Spyx's own reading (the preset's), a chain
+      from ``input`` to ``output``, an Affine after a Flatten in Spyx's channels-last order;
+    * ``"rockpool"`` (``from_nir``): CubaLIF (LIFTorch) only, exact, spike counts; it takes
+      ``dt = min(tau_mem/(1 + r))``, so the file holds ``r = tau_mem/dt - 1`` and ``w_in = 1``
+      (:func:`import_graph` reads such a file back).
 
     >>> import nir, numpy as np, nirbridge as nb
     >>> g = nb.Graph.from_nir(nir.NIRGraph.from_list(nir.LIF(tau=np.array([1e-3]), r=np.array([1.0]),
@@ -53,6 +64,11 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
     imp = IMPORTERS[target]
     tgt = Dynamics(**dict(imp["dynamics"], **({} if dt is None else {"dt": dt})))
     plan = graph.plan
+    if plan.recurrent and imp.get("recurrent") is False:
+        a, b = plan.recurrent[0]
+        raise node_error(UnsupportedError, b, "edges",
+                         f"the edge {a} -> {b} closes a loop; {imp['library']}: {imp['recurrent_why']}",
+                         "export a feed-forward model, or simulate the recurrent one with nirbridge")
     changes: dict[str, dict[str, np.ndarray]] = {}
     notes: dict[str, list[str]] = {}
     for s in plan.steps:
@@ -60,8 +76,9 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
         if s.role != "compute":
             continue
         if t not in imp["types"]:
-            raise node_error(UnsupportedError, s.name, "type", f"{imp['library']} does not import {t} nodes",
-                             "remove or replace the node")
+            why = imp.get("type_why", {}).get(t)
+            raise node_error(UnsupportedError, s.name, "type", f"{imp['library']} does not import {t} nodes"
+                             + (f": {why}" if why else ""), "remove or replace the node")
         if t not in NEURONS:
             continue
         d = src.for_type(t)
@@ -123,41 +140,44 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
                 raise node_error(UnsupportedError, s.name, "v_threshold",
                                  f"holds {np.unique(thr).size} different values ({short(np.unique(thr))}); "
                                  f"{imp['library']} takes one threshold per layer", "give the layer one threshold")
-        gain_field = imp.get("unit_gain", {}).get(t)
-        if gain_field == "r":  # the importer requires r = tau/dt: the source's gain (dt/tau) r goes into the Affine
-            tau_new = np.asarray(new.get("tau", p["tau"]), dtype=np.float64)
-            r = np.asarray(p["r"], dtype=np.float64)
-            unit = tau_new / np.float64(tgt.dt)
-            gain = np.broadcast_to(r / unit, np.broadcast_shapes(r.shape, unit.shape))
+        unit = imp.get("unit_gain", {}).get(t)
+        if unit is not None and len(unit) > 2 and unit[2]({**p, **new}, np.float64(tgt.dt)):
+            unit = None  # the importer also reads these gains as they are
+        if unit is not None:  # the importer applies no gain: the source's gain goes into the Affine
+            fold, unit_of = unit[:2]
+            q = {**p, **new}
+            units = {f: np.asarray(u, dtype=np.float64) for f, u in unit_of(q, np.float64(tgt.dt)).items()}
+            for f, u in units.items():
+                have = np.broadcast_to(np.asarray(q[f], dtype=np.float64), np.broadcast_shapes(np.shape(q[f]), u.shape))
+                if f != fold and not np.allclose(have / u, 1.0, rtol=1e-6, atol=0):
+                    raise node_error(UnsupportedError, s.name, f,
+                                     f"is {short(have)}; {imp['library']} reads only {f} = {short(u)} (the gain of "
+                                     f"its update)", f"scale the weights feeding {fold} instead")
+            gain = np.asarray(q[fold], dtype=np.float64) / units[fold]
+            gain = np.broadcast_to(gain, np.broadcast_shapes(gain.shape, np.shape(p[fold])))
             if not np.allclose(gain, 1.0, rtol=1e-6, atol=0):
-                _fold_gain(plan, s, gain, changes, notes, "input gain r dt/tau")
-            new["r"] = np.broadcast_to(unit, np.shape(gain)).astype(np.asarray(p["r"]).dtype)
-        elif gain_field == "w_in":
-            ts_new = np.asarray(new.get("tau_syn", p["tau_syn"]), dtype=np.float64)
-            tm_new = np.asarray(new.get("tau_mem", p["tau_mem"]), dtype=np.float64)
-            w_in, r = np.asarray(p["w_in"], dtype=np.float64), np.asarray(p["r"], dtype=np.float64)
-            unit_w, unit_r = ts_new / np.float64(tgt.dt), tm_new / np.float64(tgt.dt)
-            if not np.allclose(np.broadcast_to(r, np.shape(unit_r)) / unit_r, 1.0, rtol=1e-6):
-                raise node_error(UnsupportedError, s.name, "r",
-                                 f"is {short(r)}; {imp['library']} reads only r = tau_mem/dt ({short(unit_r)})",
-                                 "scale the current's weights instead")
-            gain = np.broadcast_to(w_in / unit_w, np.broadcast_shapes(w_in.shape, unit_w.shape))
-            if not np.allclose(gain, 1.0, rtol=1e-6, atol=0):
-                _fold_gain(plan, s, gain, changes, notes, "input gain w_in dt/tau_syn")
-            new["w_in"] = np.broadcast_to(unit_w, np.shape(gain)).astype(np.asarray(p["w_in"]).dtype)
-            new["r"] = np.broadcast_to(unit_r, np.shape(unit_r)).astype(np.asarray(p["r"]).dtype)
+                _fold_gain(plan, s, gain, changes, notes,
+                           f"input gain ({fold} against the importer's {short(units[fold])})")
+            for f, u in units.items():
+                shape = np.broadcast_shapes(u.shape, np.shape(p[f]))
+                new[f] = np.broadcast_to(u, shape).astype(np.asarray(p[f]).dtype)
         if "r" in imp["ignores"].get(t, ()):
             r = np.asarray(new.get("r", p["r"]))
             if np.any(r != 1):
                 _fold_gain(plan, s, r, changes, notes, "r")
                 new["r"] = np.ones_like(r)
+        if imp.get("check") is not None:  # the importer's own limits, on the parameters it will read
+            imp["check"](s.name, t, {**p, **new}, tgt)
         if new:
             changes.setdefault(s.name, {}).update(new)
             notes.setdefault(s.name, []).extend(
                 f"{f} {short(p[f])} -> {short(v)}" for f, v in new.items())
     for node, what in notes.items():
         warn_change(node, f"rewritten for {imp['library']} (dt {src.dt:g} -> {tgt.dt:g}): " + ", ".join(what))
-    return graph.replace_params(changes)
+    out = graph.replace_params(changes)
+    if imp.get("encode") is not None:  # how the importer reads the file, where that is not NIR's meaning
+        out = imp["encode"](out, tgt)
+    return out
 
 
 def _same(node: str, setting: str, a, b, imp) -> None:

@@ -61,6 +61,8 @@ IMPORTER = dict(
     dynamics=dict(dt=1e-3, method="euler", reset="zero", threshold=">", synapse="current_first",
                   v_init="v_leak"),
     ignores={"LIF": ("r", "v_reset"), "CubaLIF": ("v_reset",), "LI": ("r",), "IF": ("r", "v_reset")},
+    recurrent=False,
+    recurrent_why="its from_nir is not checked on recurrent graphs (Norse exports none)",
     types=("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPool2d", "LIF", "CubaLIF"),
 )
 
@@ -90,8 +92,9 @@ PRESET = register(make_preset(
           "dt", "the initial state v_leak", "reset_method (value / subtract)", "recurrent cells"),
     quirks=("tau = export_dt * tau_mem -> tau / export_dt (LIF, LI, CubaLIF tau_mem and tau_syn)",
             "CubaLIF w_in = 1 -> tau_syn / dt (Norse's current jumps by the input)"),
-    assumed={t: "v_reset as in the file (Norse's exporter drops it: 0 unless you set it) and reset to a value "
+    assumed={t: "v_reset as in the file (Norse's exporter drops it: 0 unless you state it, "
+                "import_graph(path, 'norse', export_dt=..., v_reset=...)) and reset to a value "
                 "(LIFBoxParameters' default reset_method)" for t in ("LIF", "CubaLIF")},
-signature=signature, import_fix=import_fix,
+signature=signature, import_fix=import_fix, param_options={"v_reset": (("LIF", "CubaLIF"), "v_reset", None)},
 import_call="nb.presets.import_graph(path, 'norse', export_dt=...)", importer=IMPORTER,
 ))

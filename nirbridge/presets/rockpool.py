@@ -11,7 +11,7 @@ import numpy as np
 from ..dynamics import Dynamics
 from ..errors import DynamicsError, ParameterError, UnsupportedError, node_error
 from ..graph import Graph
-from .base import SPIKING, apply_fixes, lambert_w, make_preset, register, short
+from .base import SPIKING, apply_fixes, lambert_w, make_preset, register, short, unit_gains
 
 OPTIONS = {"max_spikes_per_dt": ((1, 2 ** 16), 2 ** 16)}
 HINTS = {"max_spikes_per_dt": " (a clamp of the spike count between 1 and 2**16 is not modelled by nirbridge)"}
@@ -55,7 +55,46 @@ def _rockpool_taus(s):
 
 
 
+def _importer_dt(graph: Graph) -> float | None:
+    """The dt of a file written for Rockpool's *importer* (:func:`export_graph`): ``r = tau_mem/dt - 1``
+    (``from_nir`` takes ``dt = min(tau_mem/(1 + r))``), the same dt for every neuron and a round one
+    (two significant digits); None for any other file."""
+    found = []
+    for s in graph.plan.steps:
+        ft = _rockpool_taus(s)
+        if ft is None:
+            continue
+        r = np.asarray(s.node.params["r"], dtype=np.float64)
+        if np.any(~(r > -1)):
+            return None
+        found.append(np.broadcast_to(ft[1], r.shape) / (1 + r))
+    if not found:
+        return None
+    d = np.concatenate([f.ravel() for f in found])
+    ref = float(f"{float(np.median(d)):.2g}")
+    return ref if ref > 0 and np.all(np.abs(d - ref) <= 1e-5 * ref) else None
+
+
 def read_dt(graph: Graph, dt: float | None) -> float | None:
+    """The dt Rockpool's exporter wrote into ``r = (tau/dt) exp(-dt/tau)``, i.e. ``dt = tau W0(1/r)``,
+    the same for every neuron (to float32 precision: rounded to 6 significant digits), or, in a
+    file :func:`export_graph` wrote for Rockpool's importer, into ``r = tau/dt - 1``; ``dt`` if given
+    must agree with it (relative 1e-5). None when the graph has no neuron."""
+    alt = _importer_dt(graph)
+    if alt is not None:
+        try:
+            got = _exporter_dt(graph, None)
+        except (ParameterError, UnsupportedError):
+            got = None
+        if got is None or abs(got - float(f"{got:.2g}")) > 1e-4 * got:  # not the exporter's round dt
+            if dt is not None and abs(float(dt) - alt) > 1e-5 * alt:
+                raise ParameterError(f"import_graph(..., 'rockpool'): r = tau_mem/dt - 1 says the file was written "
+                                     f"for Rockpool's importer with dt = {alt:g} s, not dt={dt!r}. Fix: leave dt out")
+            return alt
+    return _exporter_dt(graph, dt)
+
+
+def _exporter_dt(graph: Graph, dt: float | None) -> float | None:
     """The dt Rockpool's exporter wrote into ``r = (tau/dt) exp(-dt/tau)``, i.e. ``dt = tau W0(1/r)``,
     the same for every neuron (to float32 precision: rounded to 6 significant digits); ``dt`` if given
     must agree with it (relative 1e-5). None when the graph has no neuron."""
@@ -118,6 +157,51 @@ def import_fix(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
 
 
 
+def encode(graph: Graph, dyn: Dynamics) -> Graph:
+    """The file as ``from_nir`` reads it: it takes a LIFTorch's ``dt = min(tau_mem/(1 + r))`` and
+    ignores ``r`` and ``w_in`` otherwise (the input enters with gain 1), so ``r = tau_mem/dt - 1``
+    and ``w_in = 1``. :func:`import_graph` reads such a file back (dt from ``r``)."""
+    changes: dict[str, dict[str, np.ndarray]] = {}
+    for s in graph.plan.steps:
+        if s.node.type != "CubaLIF":
+            continue
+        p = s.node.params
+        r, w = np.asarray(p["r"]), np.asarray(p["w_in"])
+        tm = np.broadcast_to(np.asarray(p["tau_mem"], dtype=np.float64), r.shape)
+        changes[s.name] = {"r": (tm / np.float64(dyn.dt) - 1).astype(r.dtype), "w_in": np.ones_like(w)}
+    return apply_fixes(graph, changes, f"written for Rockpool's from_nir (it reads dt = min(tau_mem/(1 + r)) = "
+                       f"{dyn.dt:g} and adds the input with gain 1)")
+
+
+def bias_to_v_leak(bias: np.ndarray, params: Mapping[str, Any], dyn: Dynamics) -> np.ndarray:
+    """Rockpool's ``bias`` (added to v in every step) as NIR's ``v_leak``: the exact update adds
+    ``(1 - a) v_leak`` per step, ``a = exp(-dt/tau)``."""
+    tau = np.asarray(params["tau_mem"] if "tau_mem" in params else params["tau"], dtype=np.float64)
+    return bias / -np.expm1(-np.float64(dyn.dt) / tau)
+
+
+# rockpool.nn.modules.torch.nir.from_nir(graph): CubaLIF -> LIFTorch(tau_mem, tau_syn, threshold, bias = v_leak,
+# dt = min(tau_mem/(1 + r))), spike counts (max_spikes_per_dt 2**16); Affine / Linear -> LinearTorch. A nir.LIF
+# fails (it reads node.tau_mem, which nir.LIF lacks) and an LI becomes ExpSynTorch(tau=int(tau)), 0 for tau in s.
+IMPORTER = dict(
+    library="Rockpool 3.1.0 (rockpool.nn.modules.torch.nir.from_nir(graph))",
+    dynamics=dict(dt=1e-3, method="exact", reset="subtract", threshold=">=", spikes="count",
+                  synapse="current_first"),
+    ignores={},
+    zero={"CubaLIF": ("v_leak",)},
+    unit_gain={"CubaLIF": unit_gains("exact", "CubaLIF")},
+    encode=encode,
+    recurrent=False,
+    recurrent_why="its from_nir builds LIFTorch(has_rec=True) from a nested graph, not checked against Rockpool",
+    type_why={"LIF": "its from_nir reads nir.LIF.tau_mem, which nir.LIF does not have (AttributeError); a LIFTorch "
+                     "model (CubaLIF) exports",
+              "LI": "its from_nir builds ExpSynTorch(tau=int(tau)), which truncates a tau in seconds to 0"},
+    setting_hint="Rockpool's importer builds LIFTorch (exact decay, spike counts, subtraction, v >= threshold): "
+                 "simulate the model with Dynamics.preset('rockpool')",
+    types=("Input", "Output", "Affine", "Linear", "CubaLIF"),
+)
+
+
 PRESET = register(make_preset(
     "rockpool", "Rockpool 3.1.0",
     dict(dt=1e-3, method="exact", reset="subtract", threshold=">=", spikes="count", synapse="current_first"),
@@ -148,9 +232,12 @@ PRESET = register(make_preset(
             "the exact update adds the input unscaled as Rockpool does",
             "CubaLIF w_in = 1 -> a_s/(1 - a_s) (Rockpool's current decays in the step of its input)",
             "dt is read from r"),
-    assumed={"LIF": "no bias (LIFNeuronTorch's bias is not exported)",
-             "CubaLIF": "no bias and no recurrent weights (LIFTorch's bias and w_rec are not exported)",
+    assumed={"LIF": "no bias (LIFNeuronTorch's bias is not exported; state it: import_graph(path, 'rockpool', "
+                    "bias=...))",
+             "CubaLIF": "no bias and no recurrent weights (LIFTorch's bias and w_rec are not exported; state the "
+                        "bias: import_graph(path, 'rockpool', bias=...))",
              "LI": "ExpSynTorch (i = a (i + x))"},
 options=OPTIONS, coerce=coerce, option_hints=HINTS, translate=translate, signature=signature,
-read_dt=read_dt, import_fix=import_fix,
+read_dt=read_dt, import_fix=import_fix, importer=IMPORTER,
+param_options={"bias": (("LIF", "CubaLIF"), "v_leak", bias_to_v_leak)},
 ))

@@ -49,6 +49,8 @@ IMPORTER = dict(
                   synapse="current_first", input_gain="unit"),
     ignores={"LIF": ("r", "v_reset")},
     zero={"LIF": ("v_leak",), "LI": ("v_leak",)},
+    recurrent=False,
+    recurrent_why="its from_nir is not checked on recurrent graphs (Sinabs exports none)",
     types=("Input", "Output", "Affine", "Conv1d", "Conv2d", "Flatten", "SumPool2d", "LIF", "LI"),
 )
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DynamicsError
-from .base import make_preset, register
+from .base import make_preset, register, unit_gains
 
 OPTIONS = {"reset_mechanism": (("subtract", "zero", "none"), "subtract"), "reset_delay": ((True, False), True)}
 
@@ -21,7 +21,7 @@ def translate(o: Mapping[str, Any], node_type: str, where: str) -> dict:
                             "nirbridge's Dynamics reset to v_reset (reset='zero') or subtract v_threshold "
                             "(reset='subtract'). Fix: use reset_mechanism='subtract' or 'zero' in the snnTorch "
                             "model")
-    if node_type not in ("LIF", "CubaLIF"):
+    if node_type not in ("LIF", "CubaLIF", "RLIF"):
         return {}
     mech = o["reset_mechanism"]
     if not o["reset_delay"]:  # the reset in the step of the spike, mem after it
@@ -37,7 +37,16 @@ def translate(o: Mapping[str, Any], node_type: str, where: str) -> dict:
         return {"reset": "subtract", "reset_timing": "late"}
     if node_type == "LIF":  # Leaky: v = beta (1 - R) v + x
         return {"reset": "zero", "reset_timing": "same", "voltage": "pre"}
-    return {"reset": "zero", "reset_timing": "late"}  # Synaptic: v = (1 - R)(beta v + i)
+    # Synaptic: v = (1 - R)(beta v + i); RLeaky: v = (1 - R)(beta v + x + W s + b)
+    return {"reset": "zero", "reset_timing": "late"}
+
+
+def node_kind(step: Any) -> str:
+    """``"RLIF"`` for a LIF fed back by a recurrent edge (snnTorch's RLeaky, whose zero reset drops
+    the new input too, unlike Leaky's), else the node's NIR type."""
+    if step.node.type == "LIF" and any(rec for _, rec in step.sources):
+        return "RLIF"
+    return step.node.type
 
 
 def exported_here(node: Any, dt: float) -> bool:
@@ -70,11 +79,14 @@ IMPORTER = dict(
                   reset_timing="same", voltage="post"),
     ignores={},
     zero={"LIF": ("v_leak", "v_reset"), "CubaLIF": ("v_leak", "v_reset")},
-    unit_gain={"LIF": "r", "CubaLIF": "w_in"},  # r = tau/dt and w_in = tau_syn/dt: the gains are 1
+    unit_gain={t: unit_gains("euler", t) for t in ("LIF", "CubaLIF")},  # r = tau/dt, w_in = tau_syn/dt: gains 1
     one_threshold=("LIF", "CubaLIF"),
     setting_hint="snnTorch's importer builds Leaky / Synaptic(reset_mechanism='zero', reset_delay=False) at "
                  "dt = 1e-4: train a model with those settings (import_graph(..., 'snntorch', "
                  "reset_mechanism='zero', reset_delay=False))",
+    recurrent=False,
+    recurrent_why="its import_from_nir fails on a recurrent graph (AttributeError: 'GraphModule' object has no "
+                  "attribute 'items', measured with snnTorch 1.0.0)",
     types=("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "AvgPool2d", "LIF", "CubaLIF"),
 )
 
@@ -111,5 +123,5 @@ PRESET = register(make_preset(
                     "voltage='pre') (Leaky)",
              "CubaLIF": "reset_mechanism='subtract' and reset_delay=True (snnTorch's defaults); "
                         "reset_mechanism='zero' (Synaptic) is Dynamics.preset('snntorch', reset='zero')"},
-options=OPTIONS, translate=translate, unstated=UNSTATED, importer=IMPORTER,
+options=OPTIONS, translate=translate, unstated=UNSTATED, importer=IMPORTER, node_kind=node_kind,
 ))

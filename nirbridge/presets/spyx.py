@@ -3,6 +3,7 @@ the channels-last Flatten) and their corrections."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -10,9 +11,12 @@ import nir
 import numpy as np
 
 from ..dynamics import Dynamics
-from ..errors import DynamicsError
+from ..errors import DynamicsError, UnsupportedError, node_error
 from ..graph import Graph
 from .base import ExporterQuirkWarning, apply_fixes, make_preset, ratio, register, short, warn_change
+
+SETTINGS = dict(dt=1.0, method="euler", reset="subtract", threshold=">", synapse="current_first", input_gain="unit",
+                output_delay=1, reset_timing="late", voltage="pre", by_type={"CubaLIF": {"reset_timing": "same"}})
 
 
 def foreign_signature(step: Any, d: Dynamics, tau: np.ndarray, r: np.ndarray) -> str | None:
@@ -108,10 +112,84 @@ def _spyx_flatten_order(graph: Graph) -> Graph:
 
 
 
+def encode(graph: Graph, dyn: Dynamics) -> Graph:
+    """The file as ``spyx.nir.from_nir`` reads it: one chain of nodes from a node named ``input`` to
+    one named ``output`` (it follows the first edge out of each node and builds a Sequential, so any
+    branch would be dropped), and the columns of an Affine/Linear after a Flatten of a ``(C, H, W)``
+    tensor in Spyx's channels-last ``(h, w, c)`` order (Spyx flattens its ``(H, W, C)`` tensor)."""
+    nodes, edges = dict(graph.nodes), list(graph.edges)
+    ins = [k for k, v in nodes.items() if v.type == "Input"]
+    outs = [k for k, v in nodes.items() if v.type == "Output"]
+    if len(ins) != 1 or len(outs) != 1:
+        raise node_error(UnsupportedError, (ins + outs + ["graph"])[0], "type",
+                         f"the graph has {len(ins)} Input and {len(outs)} Output nodes; spyx.nir.from_nir builds one "
+                         "Sequential from one input to one output", "export a single-input, single-output chain")
+    succ: dict[str, list[str]] = {}
+    for a, b in edges:
+        succ.setdefault(a, []).append(b)
+    order, at = [ins[0]], ins[0]
+    while at != outs[0]:
+        nxt = succ.get(at, [])
+        if len(nxt) != 1 or nxt[0] in order:
+            raise node_error(UnsupportedError, at, "edges",
+                             f"leads to {nxt or 'nothing'}; spyx.nir.from_nir follows one edge out of each node (a "
+                             "Sequential) and would drop the rest", "export a chain of layers")
+        at = nxt[0]
+        order.append(at)
+    if len(order) != len(nodes):
+        rest = sorted(set(nodes) - set(order))
+        raise node_error(UnsupportedError, rest[0], "edges", f"is not on the chain from {ins[0]!r} to {outs[0]!r}; "
+                         "spyx.nir.from_nir would drop it", "export a chain of layers")
+    # the Affine/Linear after a channels-first Flatten: columns (c, h, w) -> Spyx's (h, w, c)
+    plan = graph.plan
+    changes: dict[str, dict[str, np.ndarray]] = {}
+    for st in plan.steps:
+        if st.node.type not in ("Affine", "Linear") or len(st.sources) != 1:
+            continue
+        src = plan[st.sources[0][0]]
+        shape = tuple(src.input_shape)
+        if src.node.type == "Flatten" and len(shape) == 3:
+            c, h, w = shape
+            weight = np.asarray(st.node.params["weight"])
+            new = weight.reshape(weight.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
+            changes[st.name] = {"weight": np.ascontiguousarray(new)}
+    if changes:
+        graph = apply_fixes(graph, changes, "written for spyx.nir.from_nir (Spyx flattens its channels-last (H, W, C) "
+                            "tensor): weight columns reordered from (c, h, w) to (h, w, c)")
+    rename = {ins[0]: "input", outs[0]: "output"}
+    if all(a == b for a, b in rename.items()):
+        return graph
+    clash = [b for a, b in rename.items() if a != b and b in nodes]
+    if clash:
+        raise node_error(UnsupportedError, clash[0], "name", f"spyx.nir.from_nir needs the Input named 'input' and the "
+                         f"Output 'output', and {clash[0]!r} is another node", "rename that node")
+    warn_change(ins[0], f"renamed {ins[0]!r} -> 'input' and {outs[0]!r} -> 'output' for spyx.nir.from_nir (it starts "
+                "at 'input' and stops at 'output')")
+    nm = lambda k: rename.get(k, k)  # noqa: E731
+    nodes = {nm(k): dataclasses.replace(v, name=nm(k)) for k, v in graph.nodes.items()}
+    return Graph(nodes, [(nm(a), nm(b)) for a, b in graph.edges], graph.metadata)
+
+
+# spyx.nir.from_nir(graph, input_data, dt): a Sequential along the edges from 'input' to 'output'; LIF -> LIF(beta =
+# 1 - dt/tau, threshold), CubaLIF -> CuBaLIF(alpha = 1 - dt/tau_syn, beta = 1 - dt/tau_mem), per-neuron values kept;
+# r, w_in, v_leak and v_reset are not read; Affine / Linear -> nnx.Linear, Conv2d -> nnx.Conv, SumPool2d, Flatten
+IMPORTER = dict(
+    library="Spyx 1.0.0 (spyx.nir.from_nir(graph, input_data, dt=dt))",
+    dynamics=SETTINGS,
+    ignores={},
+    zero={"LIF": ("v_leak",), "CubaLIF": ("v_leak",)},
+    encode=encode,
+    recurrent=False,
+    recurrent_why="its from_nir builds RLIF / RCuBaLIF from nested graphs, not checked against Spyx",
+    setting_hint="Spyx's importer builds LIF / CuBaLIF (beta = 1 - dt/tau, the input unscaled, subtraction, each "
+                 "layer's spike one step late): simulate the model with Dynamics.preset('spyx', dt=...)",
+    types=("Input", "Output", "Affine", "Linear", "Conv2d", "SumPool2d", "Flatten", "LIF", "CubaLIF"),
+)
+
+
 PRESET = register(make_preset(
     "spyx", "Spyx 1.0.0",
-    dict(dt=1.0, method="euler", reset="subtract", threshold=">", synapse="current_first", input_gain="unit",
-         output_delay=1, reset_timing="late", voltage="pre", by_type={"CubaLIF": {"reset_timing": "same"}}),
+    SETTINGS,
     {
         "dt": "the dt argument of spyx.nir.to_nir (default 1; not stored): pass the same dt",
         "scheme": "V = beta V + x with beta = 1 - dt/tau (alpha = 1 - dt/tau_syn)",
@@ -137,5 +215,5 @@ PRESET = register(make_preset(
             "a nested graph's input -> w_rec edge -> input -> neuron (the exporter routes the input through the "
             "recurrent weights; Spyx itself does not)"),
     assumed={t: "dt = the dt given to spyx.nir.to_nir" for t in ("LIF", "CubaLIF")},
-foreign_signature=foreign_signature, import_fix=import_fix,
+foreign_signature=foreign_signature, import_fix=import_fix, importer=IMPORTER,
 ))

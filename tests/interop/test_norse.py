@@ -163,6 +163,27 @@ def test_v_reset_is_lost_and_v_leak_is_the_start(backend):
         assert int((out["output"] != ref["spikes"]).sum()) > 0
 
 
+def test_v_reset_by_its_own_name(backend):
+    """import_graph(path, 'norse', export_dt=1e-3, v_reset=-0.2), Norse's own parameter name, writes
+    the dropped v_reset into the graph (globally, or per node with options=): Norse exactly, and no
+    warning that the preset assumes v_reset; Dynamics.preset cannot take it and says so."""
+    from interop_common import cli_simulate
+
+    path, ref = lifbox(v_leak=0.1, v_reset=-0.2)
+    g, dyn, warns = quiet_import(path, "norse", export_dt=1e-3, v_reset=-0.2)
+    assert not [w for w in warns if w.category is presets.LostInformationWarning]
+    np.testing.assert_array_equal(g.node("1").params["v_reset"], np.full(6, -0.2, np.float32))
+    compare("norse", "LIFBoxCell v_leak=0.1, v_reset=-0.2 (import_graph option v_reset)", g, dyn, backend, ref)
+    g2, dyn2, _ = quiet_import(path, "norse", export_dt=1e-3, options={"1": {"v_reset": -0.2}})
+    assert g2.equals(g)
+    if backend == "reference":
+        with pytest.raises(nb.errors.DynamicsError, match=r"import_graph\(path, 'norse', v_reset=...\)"):
+            nb.Dynamics.preset("norse", v_reset=-0.2)
+        code, out, err = cli_simulate(path, "--library", "norse", "--export-dt", "1e-3", "--option", "v_reset=-0.2")
+        assert code == 0, err
+        assert int((out != ref["spikes"]).sum()) == 0
+
+
 def test_recurrent_cell_is_not_exportable():
     cell = norse.LIFRecurrentCell(NIN, NOUT)
     with warnings.catch_warnings():
@@ -359,3 +380,21 @@ def test_round_trip_train_in_jax_export_to_norse(tmp_path):
     assert want["reference"].sum() > 20
     for b, w in want.items():
         assert int((s != w).sum()) == 0, b
+
+
+# ---------------------------------------------------------------------- the exporter's graph in memory
+def test_in_memory_export_with_torch_tensors(backend):
+    """norse.to_nir returns a graph whose weights and time constants are torch tensors: nb.load and
+    import_graph take it as it is, equal bit for bit to the written file, and reproduce Norse."""
+    cell, (w, b) = _lifbox()
+    lin = _linear(w, b)
+    ref = _sim(lin, cell)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mem = norse.to_nir(torch.nn.Sequential(lin, cell), _t(X[0, 0]))
+    assert isinstance(mem.nodes["0"].weight, torch.Tensor) and isinstance(mem.nodes["1"].tau, torch.Tensor)
+    loaded = nb.load(mem)
+    assert loaded.equals(nb.load(_write(mem, "norse_mem")))  # the same numbers and dtypes as the file
+    assert loaded.node("1").params["tau"].dtype == np.float32
+    g, dyn, _ = quiet_import(mem, "norse", export_dt=1e-3)
+    compare("norse", "LIFBoxCell, the exporter's in-memory graph (torch tensors)", g, dyn, backend, ref)

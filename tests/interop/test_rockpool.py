@@ -122,6 +122,8 @@ def _model(kind):
         return _run(Sequential(_linear(w, b, 0.15), _lif_torch()), "1_LIFTorch", syn=True)
     if kind == "cubalif_bias":
         return _run(Sequential(_linear(w, b, 0.15), _lif_torch(bias=_t(BIAS))), "1_LIFTorch", syn=True)
+    if kind == "lif_bias":
+        return _run(Sequential(_linear(w, b, 0.6), _lif_neuron(bias=_t(BIAS))), "1_LIFNeuronTorch")
     if kind == "recurrent":
         wr, _ = make_rec_weights(scale=REC_SCALE)
         return _run(Sequential(_linear(w, b, 0.15), _lif_torch(has_rec=True, w_rec=_t(wr.T))), "1_LIFTorch",
@@ -210,6 +212,23 @@ def test_bias_is_not_exported(backend):
     rec = compare("rockpool", "LIFTorch with bias (file only: bias lost)", g, dyn, backend, ref, expect_exact=False,
                   note="the bias is not exported")
     assert rec["spike_mismatches"] > 0
+
+
+@pytest.mark.parametrize("kind", ["cubalif_bias", "lif_bias"])
+def test_bias_by_its_own_name(kind, backend):
+    """import_graph(path, 'rockpool', bias=[...]), Rockpool's own parameter name (one value per
+    neuron): the dropped bias becomes v_leak = bias / (1 - a) and the one call reproduces Rockpool
+    (LIFTorch and LIFNeuronTorch), with no warning that the preset assumes no bias."""
+    path, ref = model(kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepairWarning)
+        g, dyn, warns = quiet_import(nb.load(path, strict=False), "rockpool", bias=BIAS)
+    assert not [w for w in warns if w.category is presets.LostInformationWarning]
+    n = "1_LIFTorch" if kind == "cubalif_bias" else "1_LIFNeuronTorch"
+    a = np.exp(-DT / TAU_MEM.astype(np.float64))
+    np.testing.assert_allclose(g.node(n).params["v_leak"], BIAS / (1 - a), rtol=1e-6)
+    compare("rockpool", f"{'LIFTorch' if kind == 'cubalif_bias' else 'LIFNeuronTorch'} with bias (import_graph "
+            "option bias)", g, dyn, backend, ref)
 
 
 def test_recurrent_weights_are_not_exported(backend):
@@ -338,3 +357,54 @@ def test_max_spikes_per_dt_by_its_own_name(backend):
     if backend == "reference":  # the default reading (spike counts) differs where v holds 2 thresholds
         _, g0, dyn0 = _load(path)
         assert int((nb.simulate(g0, X, dyn0)["output"] != ref["spikes"]).sum()) > 0
+
+
+# ---------------------------------------------------------------------- back to Rockpool: export_graph
+def test_round_trip_train_in_jax_export_to_rockpool(tmp_path):
+    """Rockpool LIFTorch (per-neuron tau_mem, tau_syn, thresholds) -> nirbridge (JAX) -> 10 Adam
+    steps on the weights -> export_graph(..., 'rockpool') -> Rockpool's from_nir: its spike counts
+    are nirbridge's for the trained graph, in every backend; the file reads back into nirbridge."""
+    pytest.importorskip("jax")
+    from interop_common import train_weights
+
+    path, ref = model("cubalif")
+    _, g, dyn = _load(path)
+    trained = train_weights(g, dyn, lr=1e-2)
+    assert not np.array_equal(trained.node("0_LinearTorch").params["weight"], g.node("0_LinearTorch").params["weight"])
+    n = "1_LIFTorch"
+    want = {b: nb.simulate(trained, X, dyn, backend=b, record=[(n, "v")]) for b in ("reference", "jax", "torch")}
+    with pytest.warns(presets.ExporterQuirkWarning, match="from_nir"):
+        out = presets.export_graph(trained, dyn, "rockpool")
+    nb.save(out, tmp_path / "for_rockpool.nir")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        net = from_nir(nb.load(tmp_path / "for_rockpool.nir").to_nir())
+        s = net(_t(XB))
+        s = s[0] if isinstance(s, tuple) else s
+        lif = net.get_submodule(n)
+        lif.reset_state()  # the layer again, recording its voltage
+        h = net.get_submodule("0_LinearTorch")(_t(XB))
+        _, _, rec = lif.evolve(h[0] if isinstance(h, tuple) else h, record=True)
+    assert abs(lif.dt - DT) <= 1e-9  # the dt it guessed from r
+    s = s.detach().numpy().transpose(1, 0, 2)
+    v = rec["vmem"].numpy().transpose(1, 0, 2)
+    assert want["reference"]["output"].sum() > 20
+    assert int((s != ref["spikes"]).sum()) > 0  # training changed the spikes
+    for b, w in want.items():
+        assert int((s != w["output"]).sum()) == 0, b
+        np.testing.assert_allclose(v, w[(n, "v")], rtol=0, atol=1e-5)
+    back, dyn2, _ = quiet_import(nb.load(tmp_path / "for_rockpool.nir"), "rockpool")  # dt read from r = tau/dt - 1
+    assert dyn2.dt == DT
+    assert int((nb.simulate(back, X, dyn2)["output"] != want["reference"]["output"]).sum()) == 0
+
+
+def test_export_to_rockpool_refuses_what_its_importer_cannot_build():
+    _, g, dyn = _load(model("lif")[0])
+    with pytest.raises(nb.errors.UnsupportedError, match=r"node '1_LIFNeuronTorch', field 'type'.*tau_mem"):
+        presets.export_graph(g, dyn, "rockpool")
+    _, g, dyn = _load(model("cubalif")[0])
+    with pytest.raises(nb.errors.UnsupportedError, match=r"node '1_LIFTorch', field 'spikes'"):
+        presets.export_graph(g, dyn.replace(spikes="single"), "rockpool")
+    with pytest.raises(nb.errors.UnsupportedError, match=r"field 'v_leak'"):
+        presets.export_graph(g.replace_params({"1_LIFTorch": {"v_leak": np.full(NOUT, 0.1, np.float32)}}), dyn,
+                             "rockpool")

@@ -309,3 +309,28 @@ def test_round_trip_train_in_jax_export_to_sinabs(tmp_path):
     assert want["reference"].sum() > 20 and want["reference"].max() >= 2
     for name, w in want.items():
         assert int((s != w).sum()) == 0, name
+
+
+# ---------------------------------------------------------------------- the exporter's graph in memory
+def test_in_memory_export_with_torch_tensors(backend):
+    """sinabs.to_nir returns a graph whose parameters are torch tensors: nb.load and import_graph take
+    it as it is, equal bit for bit to the written file, and reproduce Sinabs (norm_input=False)."""
+    w, b = make_weights()
+    lin = torch.nn.Linear(NIN, NOUT)
+    with torch.no_grad():
+        lin.weight.copy_(_t(w))
+        lin.bias.copy_(_t(b))
+    layer = sl.LIF(tau_mem=_t(TAU), spike_threshold=_t(THR), norm_input=False, record_states=True)
+    net = torch.nn.Sequential(lin, layer)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = net(_t(XB))
+        ref = {"spikes": out.numpy().transpose(1, 0, 2).copy(),
+               "v": layer.recordings["v_mem"].numpy().transpose(1, 0, 2).copy()}
+        layer.reset_states()
+        mem = sinabs.to_nir(net, _t(XB[0, :1]))
+    assert isinstance(mem.nodes["0"].weight, torch.Tensor) and isinstance(mem.nodes["1"].tau, torch.Tensor)
+    assert nb.load(mem).equals(nb.load(_write(mem, "sinabs_mem")))  # the same numbers and dtypes as the file
+    g, dyn, _ = quiet_import(mem, "sinabs", norm_input=False)
+    assert ref["spikes"].sum() > 20
+    compare("sinabs", "LIF norm_input=False, the exporter's in-memory graph (torch tensors)", g, dyn, backend, ref)

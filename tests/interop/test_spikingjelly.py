@@ -148,17 +148,20 @@ def conv_net():
     n1, n2 = neuron.LIFNode(tau=2.0, v_threshold=0.5), neuron.LIFNode(tau=3.0, v_threshold=0.5, v_reset=-0.1)
     net = torch.nn.Sequential(conv, n1, layer.AvgPool2d(2), layer.Flatten(), lin, n2)
     functional.reset_net(net)
-    s, v, v1 = [], [], []
+    s, v, v1, s1 = [], [], [], []
     with torch.no_grad():
         for t in range(x.shape[0]):
-            s.append(net(torch.from_numpy(x[t])).numpy().copy())
+            h = n1(conv(torch.from_numpy(x[t])))
+            s1.append(h.numpy().copy())
+            s.append(net[5](net[4](net[3](net[2](h)))).numpy().copy())
             v.append(n2.v.numpy().copy())
             v1.append(n1.v.numpy().copy())
     functional.reset_net(net)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = export_to_nir(net, torch.from_numpy(x[0]))
-    return _write(g, "spikingjelly_cnn"), x, {"spikes": np.array(s), "v": np.array(v)}, np.array(v1)
+    ref = {"spikes": np.array(s), "v": np.array(v), "hidden": np.array(s1)}
+    return _write(g, "spikingjelly_cnn"), x, ref, np.array(v1)
 
 
 def test_conv_net(backend):
@@ -169,5 +172,68 @@ def test_conv_net(backend):
     assert ref["spikes"].sum() > 40
     compare("spikingjelly", "CNN: Conv2d -> LIFNode -> AvgPool2d -> Flatten -> Linear -> LIFNode", g, dyn, backend,
             ref, neuron="_5", x=x)
-    v = nb.simulate(g, x, dyn, backend=backend, record=[("_1", "v")])[("_1", "v")]  # the conv layer's voltage
-    np.testing.assert_allclose(v, v1, rtol=0, atol=VTOL)
+    res = nb.simulate(g, x, dyn, backend=backend, record=["_1", ("_1", "v")])  # the conv layer's spikes, voltage
+    assert ref["hidden"].sum() > 100
+    assert int((res["_1"] != ref["hidden"]).sum()) == 0
+    np.testing.assert_allclose(res[("_1", "v")], v1, rtol=0, atol=VTOL)
+
+
+# ---------------------------------------------------------------------- back to SpikingJelly: export_graph
+def _sj_import_run(graph, x, tmp_path, dt=1e-4):
+    """Write ``graph``, read it with SpikingJelly's own importer at ``dt`` and run it step by step."""
+    import nir
+    from spikingjelly.activation_based.nir_exchange import import_from_nir
+
+    nb.save(graph, tmp_path / "for_spikingjelly.nir")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = import_from_nir(nir.read(str(tmp_path / "for_spikingjelly.nir")), dt=dt)
+    functional.reset_net(net)
+    out, state = [], None
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            z, state = net(torch.from_numpy(x[t]), state)
+            out.append(z.numpy().copy())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("kind", ["lif", "cubalif", "cnn"])
+def test_round_trip_train_in_jax_export_to_spikingjelly(kind, tmp_path):
+    """SpikingJelly -> nirbridge (JAX) -> 10 Adam steps on the weights -> export_graph(...,
+    'spikingjelly') -> import_from_nir: its spikes are nirbridge's for the trained graph, in every
+    backend. The CNN's first LIF layer is compared too (SpikingJelly's recorded layer)."""
+    pytest.importorskip("jax")
+    from interop_common import train_weights
+
+    if kind == "cnn":
+        path, x, ref, _ = conv_net()
+    else:
+        (path, ref), x = model(kind), X
+    g, dyn = _load(path)
+    assert int((nb.simulate(g, x, dyn)["output"] != ref["spikes"]).sum()) == 0  # the way in
+    trained = train_weights(g, dyn, x=x, lr=5e-2)
+    w0 = next(s.name for s in g.plan.steps if s.node.type in ("Affine", "Conv2d"))
+    assert not np.array_equal(trained.node(w0).params["weight"], g.node(w0).params["weight"])  # it trained
+    want = {b: nb.simulate(trained, x, dyn, backend=b)["output"] for b in ("reference", "jax", "torch")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nb.presets.ExporterQuirkWarning)
+        out = nb.presets.export_graph(trained, dyn, "spikingjelly")
+    got = _sj_import_run(out, x, tmp_path)
+    assert want["reference"].sum() > 20
+    for b, w in want.items():
+        assert int((got != w).sum()) == 0, b
+    assert int((got != ref["spikes"]).sum()) > 0  # training changed the spikes
+
+
+def test_export_to_spikingjelly_refuses_what_its_importer_cannot_build():
+    path, _ = model("lif")
+    g, dyn = _load(path)
+    lif = next(s.name for s in g.plan.steps if s.node.type == "LIF")
+    thr = np.linspace(0.4, 0.6, NOUT).astype(np.float32)
+    with pytest.raises(nb.errors.UnsupportedError, match=rf"node '{lif}', field 'v_threshold'.*one value per layer"):
+        nb.presets.export_graph(g.replace_params({lif: {"v_threshold": thr}}), dyn, "spikingjelly")
+    with pytest.raises(nb.errors.UnsupportedError, match=rf"node '{lif}', field 'reset'"):
+        nb.presets.export_graph(g, dyn.replace(reset="subtract"), "spikingjelly")
+    fast = g.replace_params({lif: {"tau": np.full(NOUT, 1e-4, np.float32)}})  # tau = dt: LIFNode needs tau > 1 step
+    with pytest.raises(nb.errors.UnsupportedError, match=rf"node '{lif}', field 'tau'.*tau > dt"):
+        nb.presets.export_graph(fast, dyn, "spikingjelly")

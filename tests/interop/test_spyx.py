@@ -232,3 +232,56 @@ def test_recorded_hidden_layer_is_what_spyx_returns(backend):
     res = nb.simulate(g, X, dyn, backend=backend, record=[first])
     assert int((res["output"] != out).sum()) == 0
     assert int((res[first] != hidden).sum()) == 0  # the layer's spikes as Spyx records them: one step late
+
+
+# ---------------------------------------------------------------------- back to Spyx: export_graph
+def _spyx_import_run(graph, x, tmp_path):
+    """Write ``graph``, read it with ``spyx.nir.from_nir`` at DT and run it on ``x`` (time-major,
+    channels first as NIR; Spyx runs channels last): the output spikes."""
+    import nir
+
+    nb.save(graph, tmp_path / "for_spyx.nir")
+    xs = x if x.ndim == 3 else np.ascontiguousarray(x.transpose(0, 1, 3, 4, 2))
+    with warnings.catch_warnings(), jax.numpy_dtype_promotion("standard"):
+        warnings.simplefilter("ignore")
+        _, out = snir.from_nir(nir.read(str(tmp_path / "for_spyx.nir")), jnp.array(xs), dt=DT)
+    return np.asarray(out, dtype=np.float32)
+
+
+@pytest.mark.parametrize("kind", ["two_layers", "cnn"])
+def test_round_trip_train_in_jax_export_to_spyx(kind, tmp_path):
+    """Spyx (LIF -> CuBaLIF with per-neuron beta and thresholds; a CNN) -> nirbridge (JAX) -> 10 Adam
+    steps on the weights -> export_graph(..., 'spyx', dt=DT) -> spyx.nir.from_nir: its spikes are
+    nirbridge's for the trained graph, in every backend. The CNN's Linear after the Flatten goes back
+    to Spyx's channels-last column order."""
+    from interop_common import train_weights
+
+    if kind == "cnn":
+        path, x, ref, _ = conv_net()
+        ref = ref["spikes"]
+    else:
+        (path, ref, _), x = two_layers(), X
+    g, dyn, _ = quiet_import(path, "spyx", dt=DT)
+    assert int((nb.simulate(g, x, dyn)["output"] != ref).sum()) == 0  # the way in
+    trained = train_weights(g, dyn, x=x, lr=5e-2)
+    want = {b: nb.simulate(trained, x, dyn, backend=b)["output"] for b in ("reference", "jax", "torch")}
+    with warnings.catch_warnings(record=True) as warns:
+        warnings.simplefilter("always")
+        out = presets.export_graph(trained, dyn, "spyx", dt=DT)
+    assert (kind == "cnn") == any("(h, w, c)" in str(w.message) for w in warns)
+    got = _spyx_import_run(out, x, tmp_path)
+    assert want["reference"].sum() > 20
+    assert int((got != ref).sum()) > 0  # training changed the spikes
+    for b, w in want.items():
+        assert int((got != w).sum()) == 0, b
+
+
+def test_export_to_spyx_refuses_what_its_importer_cannot_build():
+    path, _ = model("lif")
+    g, dyn, _ = quiet_import(path, "spyx", dt=DT)
+    with pytest.raises(nb.errors.UnsupportedError, match=r"field 'output_delay'"):
+        presets.export_graph(g, dyn.replace(output_delay=0), "spyx", dt=DT)
+    path, _ = model("rlif")
+    g, dyn, _ = quiet_import(path, "spyx", dt=DT)
+    with pytest.raises(nb.errors.UnsupportedError, match=r"field 'edges'.*closes a loop"):
+        presets.export_graph(g, dyn, "spyx", dt=DT)
