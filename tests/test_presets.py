@@ -489,10 +489,14 @@ def test_export_graph_for_rockpool_writes_the_dt_its_importer_reads_and_reads_ba
         back, dyn = presets.import_graph(out, "rockpool")
     assert dyn.dt == dt
     x = (np.random.default_rng(0).random((60, 2, 3)) < 0.5).astype(np.float64) * 2
-    ref = nb.simulate(g, x, nb.Dynamics.preset("rockpool"), dtype="float64")["output"]
+    ref = nb.simulate(g, x, nb.Dynamics.preset("rockpool"), dtype="float64")["output"]  # no signature warning
     got = nb.simulate(back, x, dyn, dtype="float64")["output"]
     assert ref.sum() > 10
     np.testing.assert_array_equal(got, ref)
+    # the written file simulated with the preset alone is not silently wrong
+    with pytest.warns(presets.ExporterSignatureWarning, match=r"tau/dt - 1 .*import_graph\(path, 'rockpool'\)"):
+        wrong = nb.simulate(out, x, nb.Dynamics.preset("rockpool"), dtype="float64")["output"]
+    assert int((wrong != ref).sum()) > 0
     with pytest.raises(UnsupportedError, match=r"node 'n', field 'type'.*tau_mem"):
         presets.export_graph(_graph(_lif(tau=5e-3)), "rockpool", "rockpool")
 

@@ -45,6 +45,13 @@ def signature(step: Any, d: Dynamics, tau: np.ndarray, r: np.ndarray) -> str | N
         if round_dt and np.all(np.abs(est - ref) <= 1e-5 * ref) and not np.allclose(r, -1 / np.expm1(-d.dt / tau)):
             return (f"r = {short(r)} = (tau/dt) exp(-dt/tau) with dt = {ref:.6g} s, as Rockpool's exporter "
                     "writes it. Fix: graph, dynamics = nb.presets.import_graph(path, 'rockpool')")
+    if r.size and np.all(r > -1):  # a file export_graph wrote for Rockpool's importer: r = tau/dt - 1
+        est = np.broadcast_to(tau, r.shape) / (1 + r)
+        ref = float(f"{float(np.median(est)):.2g}")
+        if ref > 0 and np.all(np.abs(est - ref) <= 1e-5 * ref) and not np.allclose(r, -1 / np.expm1(-d.dt / tau)):
+            return (f"r = {short(r)} = tau/dt - 1 with dt = {ref:.6g} s, as nirbridge writes a file for Rockpool's "
+                    "importer (which reads dt from r). Fix: graph, dynamics = nb.presets.import_graph(path, "
+                    "'rockpool')")
     return None
 
 

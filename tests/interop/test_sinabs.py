@@ -36,6 +36,12 @@ def _t(a):
 
 
 def _run(layer, scale=1.0, wb=None, syn=False):
+    g, ref = _export(layer, scale, wb)
+    return _write(g, "sinabs"), ref
+
+
+def _export(layer, scale=1.0, wb=None):
+    """Run Linear -> ``layer`` in Sinabs on X; (the graph sinabs.to_nir returns in memory, traces)."""
     w, b = make_weights() if wb is None else wb
     lin = torch.nn.Linear(NIN, NOUT)
     with torch.no_grad():
@@ -51,7 +57,7 @@ def _run(layer, scale=1.0, wb=None, syn=False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = sinabs.to_nir(net, _t(XB[0, :1]))  # a (1, N) sample; (B, T, N) writes an unreadable file
-    return _write(g, "sinabs"), ref
+    return g, ref
 
 
 @functools.cache
@@ -315,20 +321,7 @@ def test_round_trip_train_in_jax_export_to_sinabs(tmp_path):
 def test_in_memory_export_with_torch_tensors(backend):
     """sinabs.to_nir returns a graph whose parameters are torch tensors: nb.load and import_graph take
     it as it is, equal bit for bit to the written file, and reproduce Sinabs (norm_input=False)."""
-    w, b = make_weights()
-    lin = torch.nn.Linear(NIN, NOUT)
-    with torch.no_grad():
-        lin.weight.copy_(_t(w))
-        lin.bias.copy_(_t(b))
-    layer = sl.LIF(tau_mem=_t(TAU), spike_threshold=_t(THR), norm_input=False, record_states=True)
-    net = torch.nn.Sequential(lin, layer)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = net(_t(XB))
-        ref = {"spikes": out.numpy().transpose(1, 0, 2).copy(),
-               "v": layer.recordings["v_mem"].numpy().transpose(1, 0, 2).copy()}
-        layer.reset_states()
-        mem = sinabs.to_nir(net, _t(XB[0, :1]))
+    mem, ref = _export(sl.LIF(tau_mem=_t(TAU), spike_threshold=_t(THR), norm_input=False, record_states=True))
     assert isinstance(mem.nodes["0"].weight, torch.Tensor) and isinstance(mem.nodes["1"].tau, torch.Tensor)
     assert nb.load(mem).equals(nb.load(_write(mem, "sinabs_mem")))  # the same numbers and dtypes as the file
     g, dyn, _ = quiet_import(mem, "sinabs", norm_input=False)
