@@ -501,6 +501,68 @@ def test_export_graph_for_rockpool_writes_the_dt_its_importer_reads_and_reads_ba
         presets.export_graph(_graph(_lif(tau=5e-3)), "rockpool", "rockpool")
 
 
+@pytest.mark.filterwarnings("ignore::nirbridge.presets.LostInformationWarning")
+@pytest.mark.filterwarnings("ignore::nirbridge.presets.ExporterQuirkWarning")
+def test_a_file_written_for_rockpool_is_marked_and_read_back_at_any_dt(tmp_path):
+    """The neuron's metadata marks a file written for Rockpool's importer: it survives save/load, so
+    import_graph reads the dt back even where it is not round, and the preset alone warns; a plain
+    LIF or CubaLIF whose r happens to fit one dt is not taken for such a file."""
+    dt, tm, ts = 1.234e-3, np.array([5e-3, 2e-2]), np.array([2e-3, 4e-3])
+    z = np.zeros(2)
+    cuba = nir.CubaLIF(tau_syn=ts, tau_mem=tm, r=-1 / np.expm1(-dt / tm), w_in=1 / np.expm1(dt / ts), v_leak=z,
+                       v_threshold=np.full(2, 0.5), v_reset=z)
+    g = _graph(cuba, n_in=3, w=np.array([[0.6, -0.2, 0.9], [0.3, 0.8, -0.1]]), b=np.zeros(2))
+    src = nb.Dynamics.preset("rockpool", dt=dt)
+    nb.save(presets.export_graph(g, src, "rockpool", dt=dt), tmp_path / "f.nir")
+    back, dyn = presets.import_graph(tmp_path / "f.nir", "rockpool")
+    assert dyn.dt == pytest.approx(dt, rel=1e-6)
+    x = (np.random.default_rng(1).random((60, 2, 3)) < 0.5).astype(np.float64) * 2
+    want = nb.simulate(g, x, src, dtype="float64")["output"]
+    assert want.sum() > 10
+    np.testing.assert_array_equal(nb.simulate(back, x, dyn, dtype="float64")["output"], want)
+    with pytest.warns(presets.ExporterSignatureWarning, match="tau/dt - 1"):
+        nb.simulate(nb.load(tmp_path / "f.nir"), x, src, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", presets.ExporterSignatureWarning)
+        nb.simulate(back, x, dyn, dtype="float64")  # the corrected graph is no longer marked
+        for lif in (_lif(tau=0.01, r=1.0), _lif(tau=0.004, r=3.0)):  # tau/(1 + r) = 5e-3 and 1e-3: not such a file
+            nb.simulate(_graph(lif), np.ones((5, 1, 1)), nb.Dynamics.preset("rockpool"), dtype="float64")
+
+
+@pytest.mark.filterwarnings("ignore::nirbridge.presets.ExporterQuirkWarning")
+def test_export_graph_honours_by_node_and_refuses_what_no_importer_reads():
+    """Per-node settings are the node's (a subtracting node is refused for Norse), an unknown by_node
+    name is an error, a dt for an importer that takes none is refused, as is a LIF after a conv for
+    Sinabs (its from_nir fails on a multi-dimensional layer), and options must be a dict."""
+    g = _graph(_lif(tau=1e-2), n_in=3, w=np.ones((1, 3)), b=np.zeros(1))
+    norse = nb.Dynamics.preset("norse")
+    presets.export_graph(g, norse, "norse")
+    with pytest.raises(UnsupportedError, match=r"node 'n', field 'reset'"):
+        presets.export_graph(g, norse.replace(by_node={"n": {"reset": "subtract"}}), "norse")
+    with pytest.raises(DynamicsError, match=r"by_node names \['m'\]"):
+        presets.export_graph(g, norse.replace(by_node={"m": {"reset": "zero"}}), "norse")
+    with pytest.raises(UnsupportedError, match=r"takes no dt.*1e-4 hard-coded"):
+        presets.export_graph(g, nb.Dynamics.preset("snntorch", reset_mechanism="zero", reset_delay=False),
+                             "snntorch", dt=1e-3)
+    with pytest.raises(UnsupportedError, match=r"takes no dt.*tau in steps"):
+        presets.export_graph(g, "sinabs", "sinabs", dt=2.0)
+    conv = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+        "conv": nir.Conv2d(input_shape=(4, 4), weight=np.ones((2, 1, 3, 3)), stride=1, padding=0, dilation=1,
+                           groups=1, bias=np.zeros(2)),
+        "n": nir.LIF(tau=np.full((2, 2, 2), 3.0), r=np.ones((2, 2, 2)), v_leak=np.zeros((2, 2, 2)),
+                     v_threshold=np.ones((2, 2, 2)), v_reset=np.zeros((2, 2, 2))),
+        "output": nir.Output(output_type={"output": np.array([2, 2, 2])})},
+        edges=[("input", "conv"), ("conv", "n"), ("n", "output")], type_check=False)
+    with pytest.raises(UnsupportedError, match=r"node 'n', field 'v_leak'.*one-dimensional"):
+        presets.export_graph(nb.Graph.from_nir(conv), nb.Dynamics.preset("sinabs", norm_input=False), "sinabs")
+    for bad in ([("n", {})], "n"):
+        with pytest.raises(DynamicsError, match="options must be a dict"):
+            nb.Dynamics.preset("snntorch", options=bad)
+        with pytest.raises(DynamicsError, match="options must be a dict"):
+            presets.import_graph(g, "snntorch", options=bad)
+
+
 def test_export_graph_for_spyx_names_the_chain_and_refuses_branches():
     """spyx.nir.from_nir walks a chain from 'input' to 'output': other names are renamed (one
     warning), a branch is refused naming the node."""

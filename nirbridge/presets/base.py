@@ -216,7 +216,8 @@ def preset_dynamics(preset: Preset, overrides: Mapping[str, Any], options: Mappi
     """The Dynamics of ``preset`` with Dynamics-field ``overrides``, the library's own options among
     them, and per-node library ``options`` (node types from ``graph`` when given)."""
     where = f"Dynamics.preset({preset.name!r})" if not imported else f"import_graph(..., {preset.name!r})"
-    given = set(overrides) | {k for v in (options or {}).values() if isinstance(v, Mapping) for k in v}
+    given = set(overrides) | ({k for v in options.values() if isinstance(v, Mapping) for k in v}
+                              if isinstance(options, Mapping) else set())
     params = sorted(given & set(preset.param_options))
     if params:  # import_graph takes these out first
         raise DynamicsError(f"{where}: {params} {'is a parameter' if len(params) == 1 else 'are parameters'} of the "

@@ -62,7 +62,16 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
                                f"{sorted(IMPORTERS)}. Fix: simulate with nirbridge, or give the library's preset "
                                "module an importer= reading, with a test against the library")
     imp = IMPORTERS[target]
+    fixed = imp["dynamics"]["dt"]
+    if dt is not None and imp.get("fixed_dt") and float(dt) != float(fixed):
+        raise UnsupportedError(f"export_graph(..., {target!r}, dt={dt!r}): {imp['library']} takes no dt: "
+                               f"{imp['fixed_dt']}. Fix: leave dt out (the file is written for dt = {fixed:g})")
     tgt = Dynamics(**dict(imp["dynamics"], **({} if dt is None else {"dt": dt})))
+    names_ = set(graph.plan.names)
+    bad = [n for n, _ in src.by_node if n not in names_]
+    if bad:  # as simulate does
+        raise DynamicsError(f"export_graph(): Dynamics.by_node names {bad}, which are not nodes of this graph. "
+                            "Fix: use the flat (dotted) node names of graph.plan")
     plan = graph.plan
     if plan.recurrent and imp.get("recurrent") is False:
         a, b = plan.recurrent[0]
@@ -81,7 +90,7 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
                              + (f": {why}" if why else ""), "remove or replace the node")
         if t not in NEURONS:
             continue
-        d = src.for_type(t)
+        d = src.for_node(s.name, t)  # by_node settings included
         dt_t = tgt.for_type(t)
         p = s.node.params
         _same(s.name, "method", d.method, dt_t.method, imp)
@@ -110,8 +119,7 @@ def export_graph(graph: Graph, source: str | Dynamics, target: str, *, dt: float
                                  f"only {f} = 0", f"simulate it with nirbridge, or a model with {f} = 0")
         v0_src = _initial_v(p, d.v_init)
         v0_tgt = _initial_v(p, dt_t.v_init)
-        if not np.array_equal(np.broadcast_to(v0_src, np.shape(p.get("v_leak", 0))),
-                              np.broadcast_to(v0_tgt, np.shape(p.get("v_leak", 0)))):
+        if not np.array_equal(*np.broadcast_arrays(v0_src, v0_tgt)):
             raise node_error(UnsupportedError, s.name, "v_init",
                              f"the source starts at {d.v_init} = {short(v0_src)}, {imp['library']} at "
                              f"{dt_t.v_init} = {short(v0_tgt)}", "make v_leak equal the initial voltage")

@@ -106,6 +106,9 @@ def _set_params(graph: Graph, preset, given: Mapping[str, Any], per_node: Mappin
                 raise DynamicsError(f"import_graph(..., {preset.name!r}): options[{s.name!r}] sets {k}, which "
                                     f"{s.node.type} nodes do not have. Fix: set it on {list(types)} nodes")
             old = np.asarray(s.node.params[field])
+            if v is None or isinstance(v, (bool, np.bool_, str)):
+                raise ParameterError(f"import_graph(..., {preset.name!r}): {k}={v!r} for node {s.name!r} is not a "
+                                     f"number or {old.shape} values. Fix: e.g. {k}=-0.1")
             try:
                 value = np.broadcast_to(np.asarray(v, dtype=np.float64), old.shape)
             except (TypeError, ValueError):

@@ -3,6 +3,7 @@ in ``r`` and the correction."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,10 @@ def signature(step: Any, d: Dynamics, tau: np.ndarray, r: np.ndarray) -> str | N
     """Rockpool writes ``r = (tau/dt) exp(-dt/tau)``: one dt read back from every neuron, and a round
     one (two significant digits, as module time steps are: 1e-3, 2.5e-4), so that an ``r`` that
     merely is the same everywhere is not taken for it."""
+    if _written_for_importer(step):  # a file export_graph wrote for Rockpool's importer: r = tau/dt - 1
+        ref = float(step.node.metadata[MARK]) if MARK in step.node.metadata else _importer_dt_of(step)
+        return (f"r = {short(r)} = tau/dt - 1 with dt = {ref:.6g} s, as nirbridge writes a file for Rockpool's "
+                "importer (which reads dt from r). Fix: graph, dynamics = nb.presets.import_graph(path, 'rockpool')")
     if r.size and np.all(r > 0):
         est = np.broadcast_to(tau, r.shape) * lambert_w(1.0 / r)
         ref = float(np.median(est))
@@ -45,13 +50,6 @@ def signature(step: Any, d: Dynamics, tau: np.ndarray, r: np.ndarray) -> str | N
         if round_dt and np.all(np.abs(est - ref) <= 1e-5 * ref) and not np.allclose(r, -1 / np.expm1(-d.dt / tau)):
             return (f"r = {short(r)} = (tau/dt) exp(-dt/tau) with dt = {ref:.6g} s, as Rockpool's exporter "
                     "writes it. Fix: graph, dynamics = nb.presets.import_graph(path, 'rockpool')")
-    if r.size and np.all(r > -1):  # a file export_graph wrote for Rockpool's importer: r = tau/dt - 1
-        est = np.broadcast_to(tau, r.shape) / (1 + r)
-        ref = float(f"{float(np.median(est)):.2g}")
-        if ref > 0 and np.all(np.abs(est - ref) <= 1e-5 * ref) and not np.allclose(r, -1 / np.expm1(-d.dt / tau)):
-            return (f"r = {short(r)} = tau/dt - 1 with dt = {ref:.6g} s, as nirbridge writes a file for Rockpool's "
-                    "importer (which reads dt from r). Fix: graph, dynamics = nb.presets.import_graph(path, "
-                    "'rockpool')")
     return None
 
 
@@ -62,24 +60,40 @@ def _rockpool_taus(s):
 
 
 
-def _importer_dt(graph: Graph) -> float | None:
-    """The dt of a file written for Rockpool's *importer* (:func:`export_graph`): ``r = tau_mem/dt - 1``
-    (``from_nir`` takes ``dt = min(tau_mem/(1 + r))``), the same dt for every neuron and a round one
-    (two significant digits); None for any other file."""
-    found = []
-    for s in graph.plan.steps:
-        ft = _rockpool_taus(s)
-        if ft is None:
-            continue
-        r = np.asarray(s.node.params["r"], dtype=np.float64)
-        if np.any(~(r > -1)):
-            return None
-        found.append(np.broadcast_to(ft[1], r.shape) / (1 + r))
-    if not found:
+def _importer_dt_of(step: Any) -> float | None:
+    """The dt of ``r = tau_mem/dt - 1``, one for every neuron of a CubaLIF with ``w_in = 1`` and
+    at least two different tau_mem (with one tau any r would fit), else None."""
+    p = step.node.params
+    if step.node.type != "CubaLIF" or not np.all(np.asarray(p["w_in"]) == 1):
         return None
-    d = np.concatenate([f.ravel() for f in found])
-    ref = float(f"{float(np.median(d)):.2g}")
-    return ref if ref > 0 and np.all(np.abs(d - ref) <= 1e-5 * ref) else None
+    r = np.asarray(p["r"], dtype=np.float64)
+    tau = np.broadcast_to(np.asarray(p["tau_mem"], dtype=np.float64), r.shape)
+    if np.unique(tau).size < 2 or np.any(~(r > -1)):
+        return None
+    est = tau / (1 + r)
+    ref = float(np.median(est))
+    return ref if ref > 0 and np.all(np.abs(est - ref) <= 1e-5 * ref) else None
+
+
+def _written_for_importer(step: Any) -> bool:
+    return step.node.type == "CubaLIF" and (MARK in step.node.metadata or _importer_dt_of(step) is not None)
+
+
+def _importer_dt(graph: Graph) -> tuple[float, bool] | None:
+    """``(dt, marked)`` of a file written for Rockpool's *importer* (:func:`export_graph`):
+    ``r = tau_mem/dt - 1`` (``from_nir`` takes ``dt = min(tau_mem/(1 + r))``) with one dt for every
+    neuron; ``marked`` when the nodes' metadata says so. None for any other file."""
+    found, marked = [], True
+    for s in graph.plan.steps:
+        if _rockpool_taus(s) is None:
+            continue
+        if not _written_for_importer(s):
+            return None
+        marked = marked and MARK in s.node.metadata
+        found.append(float(s.node.metadata[MARK]) if MARK in s.node.metadata else _importer_dt_of(s))
+    if not found or any(abs(d - found[0]) > 1e-5 * found[0] for d in found):
+        return None
+    return float(f"{found[0]:.6g}"), marked
 
 
 def read_dt(graph: Graph, dt: float | None) -> float | None:
@@ -87,10 +101,11 @@ def read_dt(graph: Graph, dt: float | None) -> float | None:
     the same for every neuron (to float32 precision: rounded to 6 significant digits), or, in a
     file :func:`export_graph` wrote for Rockpool's importer, into ``r = tau/dt - 1``; ``dt`` if given
     must agree with it (relative 1e-5). None when the graph has no neuron."""
-    alt = _importer_dt(graph)
-    if alt is not None:
+    found = _importer_dt(graph)
+    if found is not None:
+        alt, marked = found
         try:
-            got = _exporter_dt(graph, None)
+            got = None if marked else _exporter_dt(graph, None)
         except (ParameterError, UnsupportedError):
             got = None
         if got is None or abs(got - float(f"{got:.2g}")) > 1e-4 * got:  # not the exporter's round dt
@@ -159,9 +174,18 @@ def import_fix(graph: Graph, dyn: Dynamics, export_dt: float | None) -> Graph:
             ks = dt / np.broadcast_to(np.asarray(p["tau_syn"], dtype=np.float64), w.shape)
             new["w_in"] = (1.0 / np.expm1(ks)).astype(w.dtype)
         changes[s.name] = new
-    return apply_fixes(graph, changes, f"Rockpool exporter correction (r = (tau/dt) exp(-dt/tau) and w_in = 1 are "
+    fixed = apply_fixes(graph, changes, f"Rockpool exporter correction (r = (tau/dt) exp(-dt/tau) and w_in = 1 are "
                         f"not the exact gains of Rockpool's update; dt = {dyn.dt:g} read from r)")
+    if not any(MARK in v.metadata for v in fixed.nodes.values()):
+        return fixed
+    # the marker of a file written for Rockpool's importer no longer holds for the corrected r
+    nodes = {k: (dataclasses.replace(v, metadata={m: x for m, x in v.metadata.items() if m != MARK})
+                 if MARK in v.metadata else v) for k, v in fixed.nodes.items()}
+    return Graph(nodes, fixed.edges, fixed.metadata)
 
+
+#: node metadata key marking a neuron written for Rockpool's importer (``r = tau_mem/dt - 1``), with the dt
+MARK = "nirbridge_rockpool_from_nir_dt"
 
 
 def encode(graph: Graph, dyn: Dynamics) -> Graph:
@@ -176,8 +200,12 @@ def encode(graph: Graph, dyn: Dynamics) -> Graph:
         r, w = np.asarray(p["r"]), np.asarray(p["w_in"])
         tm = np.broadcast_to(np.asarray(p["tau_mem"], dtype=np.float64), r.shape)
         changes[s.name] = {"r": (tm / np.float64(dyn.dt) - 1).astype(r.dtype), "w_in": np.ones_like(w)}
-    return apply_fixes(graph, changes, f"written for Rockpool's from_nir (it reads dt = min(tau_mem/(1 + r)) = "
-                       f"{dyn.dt:g} and adds the input with gain 1)")
+    out = apply_fixes(graph, changes, f"written for Rockpool's from_nir (it reads dt = min(tau_mem/(1 + r)) = "
+                      f"{dyn.dt:g} and adds the input with gain 1)")
+    # the node's metadata says so (Rockpool ignores it): nirbridge's own reading of the file needs it
+    nodes = {k: (dataclasses.replace(v, metadata={**dict(v.metadata), MARK: float(dyn.dt)}) if k in changes else v)
+             for k, v in out.nodes.items()}
+    return Graph(nodes, out.edges, out.metadata)
 
 
 def bias_to_v_leak(bias: np.ndarray, params: Mapping[str, Any], dyn: Dynamics) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UnsupportedError, node_error
 from .base import SPIKING, make_preset, register
 
 OPTIONS = {"norm_input": ((True, False), True),
@@ -43,12 +44,24 @@ UNSTATED = (exported_here,
 # sinabs.from_nir: LIF -> LIFSqueeze(tau_mem = tau, norm_input=False): v = a v + x with tau in steps,
 # MultiSpike, MembraneSubtract; LI -> ExpLeakSqueeze (needs r = 1, v_leak = 0); Linear is not read,
 # IF becomes IAFSqueeze(min_v_mem = -v_threshold), a clamp nirbridge does not model
+def importer_check(node: str, node_type: str, p: Mapping[str, Any], dyn: Any) -> None:
+    """``sinabs.from_nir`` tests ``if any(node.v_leak) != 0``: for a layer of more than one dimension
+    (a LIF after a convolution) that raises inside Sinabs."""
+    if np.ndim(p.get("v_leak", 0)) > 1:
+        raise node_error(UnsupportedError, node, "v_leak",
+                         f"has shape {np.shape(p['v_leak'])}; sinabs.from_nir reads only one-dimensional neuron "
+                         "layers (its any(v_leak) test fails on a conv layer's parameters)",
+                         "put the neurons after a Flatten, or simulate the model with nirbridge")
+
+
 IMPORTER = dict(
     library="Sinabs 3.1.3 (sinabs.from_nir(graph, batch_size=...))",
     dynamics=dict(dt=1.0, method="exact", reset="subtract", threshold=">=", spikes="count",
                   synapse="current_first", input_gain="unit"),
     ignores={"LIF": ("r", "v_reset")},
     zero={"LIF": ("v_leak",), "LI": ("v_leak",)},
+    check=importer_check,
+    fixed_dt="its importer counts tau in steps (dt = 1)",
     recurrent=False,
     recurrent_why="its from_nir is not checked on recurrent graphs (Sinabs exports none)",
     types=("Input", "Output", "Affine", "Conv1d", "Conv2d", "Flatten", "SumPool2d", "LIF", "LI"),

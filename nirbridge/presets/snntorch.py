@@ -84,6 +84,7 @@ IMPORTER = dict(
     setting_hint="snnTorch's importer builds Leaky / Synaptic(reset_mechanism='zero', reset_delay=False) at "
                  "dt = 1e-4: train a model with those settings (import_graph(..., 'snntorch', "
                  "reset_mechanism='zero', reset_delay=False))",
+    fixed_dt="its importer builds Leaky / Synaptic with beta = 1 - 1e-4/tau (dt = 1e-4 hard-coded)",
     recurrent=False,
     recurrent_why="its import_from_nir fails on a recurrent graph (AttributeError: 'GraphModule' object has no "
                   "attribute 'items', measured with snnTorch 1.0.0)",

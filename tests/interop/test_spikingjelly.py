@@ -70,6 +70,8 @@ def model(kind):
         return _run(neuron.LIFNode(tau=4.0, decay_input=False, v_threshold=1.0, v_reset=-0.1), 0.5, dt=1e-3)
     if kind == "cubalif":
         return _run(neuron.CUBALIFNode(c_decay=0.6, v_decay=0.8, v_threshold=0.5), 0.3, syn=True)
+    if kind == "if":
+        return _run(neuron.IFNode(v_threshold=0.8, v_reset=-0.1), 0.5)
     if kind == "lif_tie":
         return _run(neuron.LIFNode(tau=2.0, v_threshold=1.0), wb=make_tie_weights())
     if kind == "cubalif_tie":
@@ -197,11 +199,18 @@ def _sj_import_run(graph, x, tmp_path, dt=1e-4):
     return np.array(out)
 
 
-@pytest.mark.parametrize("kind", ["lif", "cubalif", "cnn"])
+def test_if_node(backend):
+    path, ref = model("if")
+    g, dyn = _load(path)
+    assert [s.node.type for s in g.plan.steps] == ["Input", "Affine", "IF", "Output"] and ref["spikes"].sum() > 20
+    compare("spikingjelly", "IFNode v_reset=-0.1 (Affine -> IF)", g, dyn, backend, ref)
+
+
+@pytest.mark.parametrize("kind", ["lif", "cubalif", "if", "cnn"])
 def test_round_trip_train_in_jax_export_to_spikingjelly(kind, tmp_path):
     """SpikingJelly -> nirbridge (JAX) -> 10 Adam steps on the weights -> export_graph(...,
     'spikingjelly') -> import_from_nir: its spikes are nirbridge's for the trained graph, in every
-    backend. The CNN's first LIF layer is compared too (SpikingJelly's recorded layer)."""
+    backend."""
     pytest.importorskip("jax")
     from interop_common import train_weights
 
