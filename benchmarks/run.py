@@ -134,24 +134,13 @@ def bench_workload(wl: bl.Workload, names: list[str], rounds: int, log) -> dict:
             if ref is not None and not name.startswith("matmul_floor"):
                 r["agrees_with_handwritten"] = bl.outputs_match(wl, y, ref)
                 r["difference"] = bl.compare_outputs(wl, y, ref)
-    times: dict[str, list[float]] = {n: [] for n in built}
-    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
-    for r in range(rounds):
-        order = list(built)
-        random.Random(r).shuffle(order)
-        for name in order:
-            b, xb = built[name]
-            t0 = time.perf_counter()
-            b(xb)
-            times[name].append(time.perf_counter() - t0)
-        log(f"  round {r + 1}/{rounds} done")
-    cpu1, wall = _cpu_seconds(), time.perf_counter() - wall0
-    others = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / (wall * (os.cpu_count() or 1))
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        result[name].update(median_s=med, min_s=min(ts), times_s=ts, steps_per_s=wl.steps / med)
-    med = {n: result[n]["median_s"] for n in times}
-    for name in times:
+    timed = _interleaved({n: (lambda b=b, xb=xb: b(xb)) for n, (b, xb) in built.items()}, rounds, log, wl.name)
+    others = 0.0
+    for name, t in timed.items():
+        others = t.pop("others")
+        result[name].update(t, steps_per_s=wl.steps / t["median_s"])
+    med = {n: result[n]["median_s"] for n in timed}
+    for name in timed:
         for base in ("nirtorch_baseline", "handwritten_scan", "matmul_floor_jax"):
             if base in med:
                 result[name][f"ratio_to_{base}"] = med[name] / med[base]
